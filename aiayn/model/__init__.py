@@ -1,4 +1,4 @@
-"""The paper's model, on torch primitives: attention, layers, the Transformer, the language model."""
+"""The paper's model on torch primitives: attention, layers, Transformer, language model."""
 
 from aiayn.model.attention import MultiHeadAttention, attention
 from aiayn.model.config import PRESETS, ModelConfig

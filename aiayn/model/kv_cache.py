@@ -7,7 +7,6 @@ encoder output and reused).
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor
 
 

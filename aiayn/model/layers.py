@@ -7,7 +7,7 @@ Pre-norm, an option (a departure; trains deeper stacks without warm-up tricks):
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from torch import Tensor, nn
 

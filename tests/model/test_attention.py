@@ -1,0 +1,128 @@
+"""Scaled dot-product attention (Eq. 1) and multi-head attention against torch's references."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from aiayn.model.attention import MultiHeadAttention, attention
+from aiayn.model.masks import causal_mask, padding_mask
+
+
+def random_qkv(batch=3, heads=4, q_len=5, k_len=7, d_head=8, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    q = torch.randn(batch, heads, q_len, d_head, generator=g)
+    k = torch.randn(batch, heads, k_len, d_head, generator=g)
+    v = torch.randn(batch, heads, k_len, d_head, generator=g)
+    return q, k, v
+
+
+def masks(batch=3, heads=4, q_len=5, k_len=7):
+    valid = torch.ones(batch, k_len, dtype=torch.bool)
+    valid[1, 4:] = False
+    valid[2, 1:] = False
+    arbitrary = torch.rand(batch, heads, q_len, k_len, generator=torch.Generator().manual_seed(1))
+    return {
+        "none": None,
+        "padding": padding_mask(valid),
+        "causal": causal_mask(q_len, k_len),
+        "causal+padding": causal_mask(q_len, k_len) & padding_mask(valid),
+        "arbitrary": arbitrary > 0.5,
+    }
+
+
+def relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
+    return ((a - b).norm() / b.norm().clamp_min(1e-12)).item()
+
+
+@pytest.mark.parametrize("name", list(masks()))
+def test_reference_path_equals_fused_path(name):
+    q, k, v = random_qkv()
+    mask = masks()[name]
+    reference, weights = attention(q, k, v, mask, need_weights=True)
+    fused, none = attention(q, k, v, mask, need_weights=False)
+    assert none is None
+    assert relative_error(fused, reference) < 1e-5
+    assert weights.shape == (3, 4, 5, 7)
+    if mask is not None:
+        assert (weights[~mask.expand_as(weights)] == 0).all()
+
+
+def test_weights_are_a_softmax_over_allowed_keys():
+    q, k, v = random_qkv()
+    mask = masks()["causal+padding"]
+    out, weights = attention(q, k, v, mask)
+    torch.testing.assert_close(weights.sum(-1), torch.ones(3, 4, 5))
+    expected = torch.softmax(q @ k.transpose(-2, -1) / 8**0.5 + (~mask) * -1e9, dim=-1) @ v
+    torch.testing.assert_close(out, expected)
+
+
+@pytest.mark.parametrize("need_weights", [True, False])
+def test_fully_masked_rows_give_zeros_not_nan(need_weights):
+    q, k, v = random_qkv()
+    q.requires_grad_(True)
+    mask = torch.ones(3, 1, 5, 7, dtype=torch.bool)
+    mask[0, :, 2] = False  # query 2 of sentence 0 may attend to nothing
+    mask[1] = False  # sentence 1 attends to nothing at all
+    out, _ = attention(q, k, v, mask, need_weights=need_weights)
+    assert torch.isfinite(out).all()
+    assert (out[0, :, 2] == 0).all() and (out[1] == 0).all()
+    assert (out[0, :, 1] != 0).any()
+    out.sum().backward()
+    assert torch.isfinite(q.grad).all()
+
+
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        (torch.ones(3, 4, 5, 7), "dtype torch.float32"),
+        (torch.ones(3, 7, dtype=torch.bool), "shape (3, 7)"),
+        (torch.ones(3, 4, 5, 6, dtype=torch.bool), "shape (3, 4, 5, 6)"),
+    ],
+)
+def test_mask_errors_state_the_convention(bad, message):
+    q, k, v = random_qkv()
+    with pytest.raises(ValueError, match="broadcastable to") as error:
+        attention(q, k, v, bad)
+    assert message in str(error.value)
+    assert "(3, 4, 5, 7)" in str(error.value) and "True = may attend" in str(error.value)
+
+
+def copy_into_torch_mha(ours: MultiHeadAttention, d_model: int, n_heads: int):
+    ref = nn.MultiheadAttention(d_model, n_heads, batch_first=True)
+    with torch.no_grad():
+        ref.in_proj_weight.copy_(
+            torch.cat([ours.q_proj.weight, ours.k_proj.weight, ours.v_proj.weight])
+        )
+        ref.in_proj_bias.copy_(torch.cat([ours.q_proj.bias, ours.k_proj.bias, ours.v_proj.bias]))
+        ref.out_proj.weight.copy_(ours.out_proj.weight)
+        ref.out_proj.bias.copy_(ours.out_proj.bias)
+    return ref.eval()
+
+
+@pytest.mark.parametrize("cross", [False, True])
+def test_multi_head_attention_equals_torch(cross):
+    torch.manual_seed(0)
+    ours = MultiHeadAttention(32, 4).eval()
+    ref = copy_into_torch_mha(ours, 32, 4)
+    x = torch.randn(2, 5, 32)
+    memory = torch.randn(2, 6, 32) if cross else x
+    valid = torch.ones(2, memory.size(1), dtype=torch.bool)
+    valid[1, 3:] = False
+    out, weights = ours(x, memory if cross else None, padding_mask(valid), need_weights=True)
+    ref_out, ref_weights = ref(
+        x, memory, memory, key_padding_mask=~valid, average_attn_weights=False
+    )
+    torch.testing.assert_close(out, ref_out, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(weights, ref_weights, atol=1e-6, rtol=1e-5)
+
+
+def test_kept_weights_for_attention_maps():
+    torch.manual_seed(0)
+    mha = MultiHeadAttention(16, 2).eval()
+    mha.keep_weights = True
+    x = torch.randn(1, 4, 16)
+    mha(x, mask=causal_mask(4))
+    assert mha.weights.shape == (1, 2, 4, 4)
+    assert (mha.weights[0, :, 0, 1:] == 0).all()

@@ -1,0 +1,243 @@
+"""Corpora: text readers (plain or .gz), the data root, and the named data sets (Multi30k, Tiny
+Shakespeare) with sha256-pinned downloads. Text stays text here; tokenizer.py turns it into ids.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import http.client
+import logging
+import os
+import tempfile
+import urllib.error
+import urllib.request
+import zlib
+from pathlib import Path
+from typing import BinaryIO
+
+log = logging.getLogger(__name__)
+
+MULTI30K_URL = "https://raw.githubusercontent.com/multi30k/dataset/master/data/task1/raw/"
+"""Upstream folder of the raw (cased, untokenised) Multi30k task-1 files."""
+MULTI30K_LANGS = ("de", "en", "fr", "cs")
+MULTI30K_SPLITS = {"train": "train", "val": "val", "test2016": "test_2016_flickr"}
+"""Split name -> file stem (`<stem>.<lang>.gz`)."""
+MULTI30K_SHA256 = {
+    "test_2016_flickr.cs.gz": "200a4a74cc9560f051924abb9803be008d1908d77f747e9141aeb86dfd2797f1",
+    "test_2016_flickr.de.gz": "9204244e408ccb38d2a55cfcd344df15005fc42a07a6e55ca6c52b6ababb8cc8",
+    "test_2016_flickr.en.gz": "611d361c6334bc7246101d48097c13cf5c4413c5befc793cc629934359d532d9",
+    "test_2016_flickr.fr.gz": "6d326e188d259fb1d04ac19eae3af956559b3a0b93d7635e56c90987c40c8b90",
+    "train.cs.gz": "a65adb8b32e3bc664f21ecba7a6e7f6950fd1f405e135f7c312faabdb6255077",
+    "train.de.gz": "726e39b2fa9eb9ffb6dc763fb35a179f80fae06ffc5d28b6ace5faa883de28a6",
+    "train.en.gz": "d79cfa999dd4c51d2cb42499b6796d5a882c3a8a961923c25a898c90f8bbd56f",
+    "train.fr.gz": "622e75069e9f4c577425c4f277116ce66e63a2401c0a2312d90073cb12379a3c",
+    "val.cs.gz": "b63226e05c4bd5dd6a42897d74b86a1b9d2c31498252c572b1ea7f7996927fcc",
+    "val.de.gz": "f0cba2f995189cf5770f29a8a9a537a3ad3f51657ad873405082ff6863a5e75a",
+    "val.en.gz": "14f7d25ddd868909a9213e361768460edcacdd6ab9d1e77b92560dc10c10dc28",
+    "val.fr.gz": "ca3106f1a72390591d25f6c45cb4cd39dec4cd3f123e099748a3ce5256c160e9",
+}
+TINYSHAKESPEARE_URL = (
+    "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
+)
+TINYSHAKESPEARE_SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
+
+
+class DownloadError(ValueError):
+    """A download failed or its bytes do not match the pinned sha256; nothing was written.
+
+    A `ValueError` so that callers (and the command line) report it like any other bad input.
+    """
+
+
+def data_root(data_dir: str | Path | None = None) -> Path:
+    """The folder the named data sets live in.
+
+    Args:
+        data_dir: Explicit folder; wins over everything else.
+
+    Returns:
+        `data_dir`, else `$AIAYN_DATA`, else a per-user cache (`$XDG_CACHE_HOME/aiayn` or
+        `~/.cache/aiayn`).
+    """
+    if data_dir is not None:
+        return Path(data_dir).expanduser()
+    if os.environ.get("AIAYN_DATA"):
+        return Path(os.environ["AIAYN_DATA"]).expanduser()
+    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(cache) / "aiayn"
+
+
+def read_text(path: str | Path) -> str:
+    """The whole file as text: plain, or gzip-compressed when the name ends in `.gz`.
+
+    Raises:
+        ValueError: The file is not valid UTF-8 (names the file and line) or not valid gzip.
+    """
+    path = Path(path)
+    try:
+        data = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+    except (gzip.BadGzipFile, EOFError, zlib.error) as error:
+        raise ValueError(f"{path}: not a valid gzip file ({error})") from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = data.count(b"\n", 0, error.start) + 1
+        raise ValueError(
+            f"{path}:{line}: invalid UTF-8 ({error.reason}: byte "
+            f"{data[error.start]:#04x} at offset {error.start})"
+        ) from None
+
+
+def read_lines(path: str | Path) -> list[str]:
+    """The lines of a text file (plain or .gz), without line endings.
+
+    Only `\\n` (and a `\\r` before it) ends a line, so sentences containing other Unicode line
+    separators stay aligned with their translations.
+
+    Raises:
+        ValueError: Invalid UTF-8, naming the file and line.
+    """
+    text = read_text(path)
+    if not text:
+        return []
+    lines = text.removesuffix("\n").split("\n")
+    return [line.removesuffix("\r") for line in lines]
+
+
+def read_parallel(src_path: str | Path, tgt_path: str | Path) -> list[tuple[str, str]]:
+    """Sentence pairs from two line-aligned files (line i of one translates line i of the other).
+
+    Raises:
+        ValueError: The files have different line counts (names both files and both counts), or
+            one is not valid UTF-8.
+    """
+    src, tgt = read_lines(src_path), read_lines(tgt_path)
+    if len(src) != len(tgt):
+        raise ValueError(
+            f"parallel files differ in length: {src_path} has {len(src)} lines, "
+            f"{tgt_path} has {len(tgt)} lines"
+        )
+    return list(zip(src, tgt, strict=True))
+
+
+def multi30k_files(
+    split: str,
+    lang: str,
+    data_dir: str | Path | None = None,
+    *,
+    download: bool = True,
+    base_url: str = MULTI30K_URL,
+) -> Path:
+    """The path of one Multi30k file, downloaded (and verified) into the data root if missing.
+
+    Args:
+        split: `train`, `val` or `test2016`.
+        lang: `de`, `en`, `fr` or `cs`.
+        data_dir: See `data_root`; files are looked for in `<root>/multi30k/`.
+        download: Fetch a missing file from `base_url`; otherwise a missing file is an error.
+        base_url: Folder URL holding the upstream files (tests point it at a local server).
+
+    Raises:
+        ValueError: Unknown split or language.
+        FileNotFoundError: The file is missing and `download` is False.
+        DownloadError: The download failed or did not match its pinned sha256.
+    """
+    if split not in MULTI30K_SPLITS:
+        raise ValueError(f"unknown Multi30k split {split!r}; choose from {list(MULTI30K_SPLITS)}")
+    if lang not in MULTI30K_LANGS:
+        raise ValueError(f"unknown Multi30k language {lang!r}; choose from {MULTI30K_LANGS}")
+    name = f"{MULTI30K_SPLITS[split]}.{lang}.gz"
+    path = data_root(data_dir) / "multi30k" / name
+    return _find_or_fetch(path, base_url.rstrip("/") + "/" + name, MULTI30K_SHA256[name], download)
+
+
+def tinyshakespeare_text(
+    data_dir: str | Path | None = None,
+    *,
+    download: bool = True,
+    url: str = TINYSHAKESPEARE_URL,
+) -> str:
+    """All of Tiny Shakespeare (1,115,394 characters), from `<root>/tinyshakespeare/input.txt`.
+
+    Downloads and verifies the file when it is missing, as `multi30k_files` does.
+    """
+    path = data_root(data_dir) / "tinyshakespeare" / "input.txt"
+    return read_text(_find_or_fetch(path, url, TINYSHAKESPEARE_SHA256, download))
+
+
+def split_text(text: str, split: str, *, train_fraction: float = 0.9) -> str:
+    """The `train` (first 90% of characters) or `val` (the rest) part of a text, as nanoGPT."""
+    if not 0.0 < train_fraction < 1.0:
+        raise ValueError(f"train_fraction must be in (0, 1), got {train_fraction}")
+    cut = int(len(text) * train_fraction)
+    if split == "train":
+        return text[:cut]
+    if split == "val":
+        return text[cut:]
+    raise ValueError(f"unknown split {split!r}; choose 'train' or 'val'")
+
+
+def _find_or_fetch(path: Path, url: str, sha256: str, download: bool) -> Path:
+    if path.exists():
+        return path
+    if not download:
+        raise FileNotFoundError(f"{path} is missing (downloading is off; source: {url})")
+    return fetch(url, path, sha256)
+
+
+def fetch(url: str, dest: str | Path, sha256: str, *, timeout: float = 60.0) -> Path:
+    """Download `url` to `dest`, keeping it only if its sha256 is the pinned one.
+
+    Bytes go to a temporary file beside `dest`, renamed into place only after the whole body
+    arrived and matched `sha256`; on any failure the temporary file is removed.
+
+    Returns:
+        `dest`.
+
+    Raises:
+        DownloadError: Network or HTTP error, a body shorter than its Content-Length, or a
+            checksum mismatch. The message names the URL and says nothing was written.
+    """
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    log.info("downloading %s to %s", url, dest)
+    handle, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(handle, "wb") as out:
+            digest, size = _download(url, out, timeout)
+        if digest != sha256:
+            raise DownloadError(
+                f"sha256 mismatch for {url}: expected {sha256}, got {digest} ({size} bytes); "
+                f"{dest} was not written"
+            )
+        os.replace(tmp, dest)
+        return dest
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _download(url: str, out: BinaryIO, timeout: float) -> tuple[str, int]:
+    """Stream `url` into the open file `out`; returns (sha256 hex digest, bytes received)."""
+    digest, size = hashlib.sha256(), 0
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            expected = response.headers.get("Content-Length")
+            while chunk := response.read(1 << 16):
+                digest.update(chunk)
+                out.write(chunk)
+                size += len(chunk)
+    except (OSError, http.client.HTTPException) as error:
+        if isinstance(error, urllib.error.HTTPError):
+            reason = f"HTTP {error.code} {error.reason}"
+        else:
+            reason = error.reason if isinstance(error, urllib.error.URLError) else error
+        raise DownloadError(
+            f"download of {url} failed after {size} bytes ({reason}); nothing was written"
+        ) from None
+    if expected is not None and size != int(expected):
+        raise DownloadError(
+            f"download of {url} interrupted: got {size} of {expected} bytes; nothing was written"
+        )
+    return digest.hexdigest(), size

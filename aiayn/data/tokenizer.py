@@ -1,0 +1,147 @@
+"""The subword vocabulary: a SentencePiece model (BPE, unigram or characters) shared by source and
+target (§3.4, §5.1: "a shared source-target vocabulary"), with exact encode/decode round trips.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Literal
+
+import sentencepiece as spm
+
+from aiayn.data.corpus import read_lines
+
+PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
+"""Special ids; they must equal `ModelConfig`'s `pad_id`, `unk_id`, `bos_id`, `eos_id`."""
+TOKENIZER_FILE = "tokenizer.model"
+"""Name of the tokenizer file inside a run or data folder."""
+ModelType = Literal["bpe", "unigram", "char"]
+
+
+class Tokenizer:
+    """Text <-> token ids through a SentencePiece model.
+
+    Text is kept as is (cased, no Unicode normalisation, whitespace preserved) and characters
+    never seen in training fall back to UTF-8 bytes, so `decode(encode(s)) == s` for every string
+    (character models use `<unk>` instead of bytes).
+
+    Args:
+        processor: A loaded SentencePiece model whose special ids are `PAD_ID`..`EOS_ID`.
+    """
+
+    def __init__(self, processor: spm.SentencePieceProcessor) -> None:
+        self.processor = processor
+        self.pad_id, self.unk_id = processor.pad_id(), processor.unk_id()
+        self.bos_id, self.eos_id = processor.bos_id(), processor.eos_id()
+        self._special = {self.pad_id, self.bos_id, self.eos_id}
+
+    @classmethod
+    def train(
+        cls,
+        texts_or_files: Iterable[str] | Iterable[Path] | Path,
+        *,
+        vocab_size: int,
+        model_type: ModelType = "bpe",
+        path: str | Path | None = None,
+        num_threads: int | None = None,
+    ) -> Tokenizer:
+        """Learn a vocabulary from sentences.
+
+        Args:
+            texts_or_files: Sentences (`str`, one per item), or files (`Path`, plain or .gz, one
+                sentence per line). For translation pass the source and the target side together:
+                one joint vocabulary.
+            vocab_size: Pieces including the four specials. For `char` an upper bound: the
+                vocabulary is every character seen, plus specials and a newline piece.
+            model_type: `bpe` (Sennrich et al. 2016, as the paper's WMT runs), `unigram`
+                (Kudo 2018) or `char`.
+            path: Where to save the model (`tokenizer.model`); None keeps it in memory.
+            num_threads: Trainer threads; defaults to the CPU count.
+
+        Raises:
+            TypeError: `texts_or_files` is a single string.
+            ValueError: SentencePiece rejects the input (e.g. `vocab_size` too large for it).
+        """
+        if isinstance(texts_or_files, str):
+            raise TypeError("texts_or_files is one string; pass a list of sentences or Paths")
+        char = model_type == "char"
+        model = io.BytesIO()
+        try:
+            spm.SentencePieceTrainer.train(
+                sentence_iterator=_sentences(texts_or_files),
+                model_writer=model,
+                vocab_size=vocab_size,
+                model_type=model_type,
+                pad_id=PAD_ID,
+                unk_id=UNK_ID,
+                bos_id=BOS_ID,
+                eos_id=EOS_ID,
+                normalization_rule_name="identity",
+                remove_extra_whitespaces=False,
+                character_coverage=1.0,
+                byte_fallback=not char,
+                add_dummy_prefix=not char,
+                user_defined_symbols=["\n"] if char else [],
+                hard_vocab_limit=not char,
+                input_sentence_size=0,
+                num_threads=num_threads or os.cpu_count() or 1,
+                minloglevel=2,
+            )
+        except RuntimeError as error:
+            raise ValueError(f"tokenizer training failed: {error}") from None
+        tokenizer = cls(spm.SentencePieceProcessor(model_proto=model.getvalue()))
+        if path is not None:
+            tokenizer.save(path)
+        return tokenizer
+
+    @classmethod
+    def load(cls, path: str | Path) -> Tokenizer:
+        """Load a model written by `save` (or by SentencePiece itself)."""
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"no tokenizer at {path} (run `aiayn data prepare` first)")
+        return cls(spm.SentencePieceProcessor(model_proto=path.read_bytes()))
+
+    def save(self, path: str | Path) -> Path:
+        """Write the model file (conventionally `<run_dir>/tokenizer.model`); returns its path."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(self.processor.serialized_model_proto())
+        return path
+
+    @property
+    def vocab_size(self) -> int:
+        """Number of ids, specials included; the model's `vocab_size`."""
+        return self.processor.get_piece_size()
+
+    def encode(self, text: str) -> list[int]:
+        """Token ids of one sentence, without BOS/EOS (the batcher adds them)."""
+        return self.processor.encode(text)
+
+    def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
+        """Token ids of many sentences (multi-threaded)."""
+        return self.processor.encode(list(texts))
+
+    def decode(self, ids: Iterable[int]) -> str:
+        """The text of token ids; pad, BOS and EOS are skipped."""
+        return self.processor.decode([int(i) for i in ids if int(i) not in self._special])
+
+    def pieces(self, text: str) -> list[str]:
+        """The subword pieces of a sentence (`▁` marks a preceding space)."""
+        return self.processor.encode(text, out_type=str)
+
+    def id_to_piece(self, token_id: int) -> str:
+        """The piece of one id."""
+        return self.processor.id_to_piece(token_id)
+
+
+def _sentences(texts_or_files: Iterable[str] | Iterable[Path] | Path) -> Iterator[str]:
+    items = [texts_or_files] if isinstance(texts_or_files, Path) else texts_or_files
+    for item in items:
+        if isinstance(item, Path):
+            yield from read_lines(item)
+        else:
+            yield item

@@ -1,0 +1,112 @@
+"""The `aiayn` command line: a table of subcommands, each a short adapter that makes one call."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+
+
+def add_demo(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "demo",
+        help="train a tiny Transformer on the copy task for a minute and decode examples",
+    )
+    p.add_argument("--seconds", type=float, default=60.0, help="training time budget")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(run=run_demo)
+
+
+def run_demo(args: argparse.Namespace) -> None:
+    from aiayn.train.copy_task import demo
+
+    demo(seconds=args.seconds, seed=args.seed)
+
+
+def add_data(sub: argparse._SubParsersAction) -> None:
+    from aiayn.data import prepare
+
+    data = sub.add_parser("data", help="fetch a data set, train its tokenizer, show examples")
+    actions = data.add_subparsers(dest="action", required=True, metavar="ACTION")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("dataset", choices=prepare.DATASETS)
+    common.add_argument("--src", default="de", help="source language (multi30k)")
+    common.add_argument("--tgt", default="en", help="target language (multi30k)")
+    common.add_argument("--data-dir", help="data root (default: $AIAYN_DATA, else ~/.cache/aiayn)")
+    common.add_argument("-o", "--out", help="tokenizer folder (default: data/<dataset>[-src-tgt])")
+    p = actions.add_parser("prepare", parents=[common], help="fetch or find files, train tokenizer")
+    p.add_argument("--vocab-size", type=int, default=prepare.DEFAULT_VOCAB_SIZE)
+    p.add_argument("--model-type", choices=["bpe", "unigram"], default="bpe")
+    p.add_argument("--max-len", type=int, default=prepare.DEFAULT_MAX_LEN, help="in tokens")
+    p.add_argument("--max-ratio", type=float, default=prepare.DEFAULT_MAX_RATIO)
+    p.add_argument("--policy", choices=["skip", "truncate", "error"], default="skip")
+    p.add_argument("--no-download", action="store_true", help="fail instead of downloading")
+    p.set_defaults(run=run_data_prepare)
+    s = actions.add_parser("show", parents=[common], help="print encoded examples with pieces")
+    s.add_argument("--split", default="val")
+    s.add_argument("-n", type=int, default=3, help="number of sentences")
+    s.set_defaults(run=run_data_show)
+
+
+def run_data_prepare(args: argparse.Namespace) -> None:
+    from aiayn.data import prepare
+
+    out = args.out or prepare.default_out_dir(args.dataset, args.src, args.tgt)
+    if args.dataset == "tinyshakespeare":
+        report = prepare.prepare_language_model(
+            out_dir=out, data_dir=args.data_dir, download=not args.no_download
+        )
+    else:
+        report = prepare.prepare_translation(
+            src=args.src,
+            tgt=args.tgt,
+            out_dir=out,
+            data_dir=args.data_dir,
+            vocab_size=args.vocab_size,
+            model_type=args.model_type,
+            max_len=args.max_len,
+            max_ratio=args.max_ratio,
+            policy=args.policy,
+            download=not args.no_download,
+        )
+    print(report)
+
+
+def run_data_show(args: argparse.Namespace) -> None:
+    from aiayn.data import prepare
+
+    out = args.out or prepare.default_out_dir(args.dataset, args.src, args.tgt)
+    print(
+        prepare.show_examples(
+            args.dataset,
+            out_dir=out,
+            src=args.src,
+            tgt=args.tgt,
+            split=args.split,
+            n=args.n,
+            data_dir=args.data_dir,
+        )
+    )
+
+
+# Each entry adds one subcommand; its `run` function takes the parsed arguments.
+SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [add_demo, add_data]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="aiayn", description="The Transformer of 'Attention Is All You Need'."
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in SUBCOMMANDS:
+        add(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    try:
+        args.run(args)
+    except (ValueError, FileNotFoundError) as error:
+        print(f"aiayn {args.command}: error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None

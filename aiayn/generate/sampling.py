@@ -70,6 +70,7 @@ def sample(
     src_valid: Tensor | None = None,
     *,
     max_len: int,
+    max_len_a: float = 0.0,
     temperature: float = 1.0,
     top_k: int = 0,
     top_p: float = 1.0,
@@ -82,7 +83,8 @@ def sample(
     Args:
         model: An encoder-decoder, or a decoder-only model (`src` is then the prompt).
         src: (batch, src_len) ids; src_valid defaults to src != pad.
-        max_len: Most output tokens per row, EOS included (fewer if the positions end sooner).
+        max_len: Most output tokens per row, EOS included (fewer if the positions end sooner);
+            with `max_len_a`, floor(max_len_a * source length + max_len) per row.
         temperature, top_k, top_p: See `sample_tokens` and `filter_logits`.
         seed: Seed of the draws (a `torch.Generator` on the model's device); the same seed,
             inputs and batch give the same outputs. None draws from torch's global generator.
@@ -103,7 +105,7 @@ def sample(
         )
 
     state = DecoderState(model, src, src_valid, use_cache=use_cache)
-    max_lens = state.max_output_lengths(0.0, max_len)
+    max_lens = state.max_output_lengths(max_len_a, max_len)
     outputs = decode_token_by_token(state, choose, max_lens=max_lens, min_len=min_len)
     return pad_outputs(outputs, model.config.pad_id, src.device)
 

@@ -30,6 +30,7 @@ def greedy_search(
     src_valid: Tensor | None = None,
     *,
     max_len: int,
+    max_len_a: float = 0.0,
     min_len: int = 0,
     use_cache: bool = True,
 ) -> Tensor:
@@ -40,7 +41,7 @@ def greedy_search(
             in eval mode first.
         src: (batch, src_len) source ids; src_valid defaults to src != pad.
         max_len: Most output tokens per row, EOS included (fewer if the model's positions end
-            sooner).
+            sooner); with `max_len_a`, floor(max_len_a * source length + max_len) per row.
         min_len: No EOS before this many output tokens.
         use_cache: Decode incrementally on the key/value cache; False recomputes the whole
             prefix each step (the reference the cache is tested against).
@@ -50,7 +51,7 @@ def greedy_search(
         padded with pad after EOS.
     """
     state = DecoderState(model, src, src_valid, use_cache=use_cache)
-    max_lens = state.max_output_lengths(0.0, max_len)
+    max_lens = state.max_output_lengths(max_len_a, max_len)
     outputs = decode_token_by_token(
         state, lambda log_probs: log_probs.argmax(dim=-1), max_lens=max_lens, min_len=min_len
     )

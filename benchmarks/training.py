@@ -1,0 +1,111 @@
+"""Training throughput of one engine: target tokens/s, peak memory and MFU of full training
+steps (forward, label-smoothed loss, backward, Adam) on random batches with Multi30k-like lengths.
+
+One engine per process (`python -m benchmarks.training --engine aiayn --size multi30k
+--dtype bf16`), printing JSON; `benchmarks.run` starts one process per engine and compares.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import time
+from contextlib import nullcontext
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from benchmarks.engines import BOS, BUILDERS, EOS, PAD, SIZES, Size
+
+
+def multi30k_like_batches(
+    size: Size, n: int, tgt_tokens: int, seed: int = 0
+) -> list[tuple[Tensor, Tensor, Tensor]]:
+    """`n` (src, tgt_in, tgt_out) batches of about `tgt_tokens` target tokens, as a length-
+    bucketed sampler makes them: similar lengths within a batch (Multi30k de-en subwords: mean
+    ~14 target tokens, source ~1.1x longer)."""
+    g = torch.Generator().manual_seed(seed)
+    batches = []
+    for _ in range(n):
+        center = int(torch.randint(8, 22, (1,), generator=g))
+        rows = max(1, tgt_tokens // (center + 1))
+        tgt_len = torch.randint(center - 1, center + 2, (rows,), generator=g).clamp_min(1)
+        src_len = (tgt_len.float() * 1.1).round().long()
+        src = torch.full((rows, int(src_len.max()) + 1), PAD)
+        tgt = torch.full((rows, int(tgt_len.max()) + 2), PAD)
+        for i in range(rows):
+            s, t = int(src_len[i]), int(tgt_len[i])
+            src[i, :s] = torch.randint(4, size.vocab_size, (s,), generator=g)
+            src[i, s] = EOS
+            tgt[i, 0] = BOS
+            tgt[i, 1 : t + 1] = torch.randint(4, size.vocab_size, (t,), generator=g)
+            tgt[i, t + 1] = EOS
+        batches.append((src, tgt[:, :-1], tgt[:, 1:]))
+    return batches
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def run(engine: str, size_name: str, dtype: str, seconds: float, tgt_tokens: int) -> dict:
+    torch.manual_seed(0)
+    size = SIZES[size_name]
+    model = BUILDERS[engine](size, dropout=0.1).train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4, betas=(0.9, 0.98), eps=1e-9)
+    batches = multi30k_like_batches(size, 16, tgt_tokens)
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16) if dtype == "bf16" else nullcontext()
+
+    def step(src: Tensor, tgt_in: Tensor, tgt_out: Tensor) -> None:
+        with autocast:
+            logits = model(src, tgt_in)
+        loss = F.cross_entropy(
+            logits.float().flatten(0, 1), tgt_out.flatten(), ignore_index=PAD,
+            label_smoothing=0.1,
+        )  # fmt: skip
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    rss_before = peak_rss_mb()
+    for batch in batches[:3]:  # warm-up
+        step(*batch)
+    steps, tokens, flops = 0, 0, 0.0
+    start = time.perf_counter()
+    while time.perf_counter() - start < seconds or steps < 4:
+        src, tgt_in, tgt_out = batches[steps % len(batches)]
+        step(src, tgt_in, tgt_out)
+        n_src, n_tgt = int((src != PAD).sum()), int((tgt_out != PAD).sum())
+        per_src, per_tgt = size.flops_per_token(src.size(1), tgt_in.size(1))
+        flops += 3 * (n_src * per_src + n_tgt * per_tgt)  # forward + backward = 3x forward
+        steps += 1
+        tokens += n_tgt
+    elapsed = time.perf_counter() - start
+    return {
+        "engine": engine,
+        "size": size_name,
+        "dtype": dtype,
+        "steps": steps,
+        "tgt_tokens_per_s": tokens / elapsed,
+        "model_gflops_per_s": flops / elapsed / 1e9,
+        "peak_rss_mb": peak_rss_mb(),
+        "step_rss_mb": peak_rss_mb() - rss_before,
+        "parameters": sum(p.numel() for p in model.parameters()),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--engine", choices=sorted(BUILDERS), required=True)
+    parser.add_argument("--size", choices=sorted(SIZES), default="multi30k")
+    parser.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32")
+    parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--tgt-tokens", type=int, default=2000, help="target tokens per batch")
+    args = parser.parse_args()
+    print(json.dumps(run(args.engine, args.size, args.dtype, args.seconds, args.tgt_tokens)))
+
+
+if __name__ == "__main__":
+    main()

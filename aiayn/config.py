@@ -1,0 +1,323 @@
+"""The run's configuration: frozen dataclasses for data, training (§5) and decoding, grouped with
+the ModelConfig in a RunConfig; YAML load/save that names file and dotted key on every error, and
+dotted `key=value` overrides (`train.max_steps=100`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from aiayn.model.config import ModelConfig
+
+Dataset = Literal["multi30k", "parallel", "tinyshakespeare", "text"]
+TokenizerType = Literal["bpe", "unigram", "char"]
+Precision = Literal["fp32", "bf16", "fp16"]
+Schedule = Literal["noam", "inverse_sqrt", "cosine", "constant"]
+BestMetric = Literal["auto", "bleu", "chrf", "loss"]
+TRANSLATION_DATASETS = ("multi30k", "parallel")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """What to train on and how to cut it into batches."""
+
+    dataset: Dataset = "multi30k"
+    """`multi30k` (de/en/fr/cs captions), `parallel` (your own line-aligned files),
+    `tinyshakespeare` (characters) or `text` (your own text files, language modelling)."""
+    src: str = "de"
+    """Source language (multi30k)."""
+    tgt: str = "en"
+    """Target language (multi30k)."""
+    data_dir: str | None = None
+    """Data root for the named data sets; None: `$AIAYN_DATA`, else `~/.cache/aiayn`."""
+    train_files: tuple[str, ...] = ()
+    """`parallel`: (source file, target file); `text`: (text file,)."""
+    valid_files: tuple[str, ...] = ()
+    """Validation files, laid out as `train_files`."""
+    tokenizer: str | None = None
+    """An existing `tokenizer.model`; None trains one on the training data into the run dir."""
+    tokenizer_type: TokenizerType = "bpe"
+    """Vocabulary to train: `bpe` (§5.1), `unigram` or `char`."""
+    vocab_size: int = 8000
+    """Pieces of a trained tokenizer (shared by source and target, §3.4); the model's
+    `vocab_size` is set to the tokenizer's size."""
+    max_len: int | None = None
+    """Training pairs with a side longer than this (EOS/BOS included) are dropped; None: the
+    model's `max_len`."""
+    max_ratio: float = 9.0
+    """Training pairs whose length ratio exceeds this are dropped (misalignments)."""
+    max_tokens: int = 4096
+    """Token budget per batch and side, padding included (the paper: ~25,000, §5.1)."""
+    seq_len: int = 256
+    """Language modelling: tokens per training window."""
+    bucket_size: int | None = None
+    """Examples per length-sorted bucket (None: the whole set, as fairseq)."""
+
+    def __post_init__(self) -> None:
+        files = {"parallel": 2, "text": 1}.get(self.dataset, 0)
+        for name in ("train_files", "valid_files"):
+            given = getattr(self, name)
+            if files and len(given) != files:
+                raise ValueError(f"dataset {self.dataset!r} needs {files} {name}, got {given}")
+        for name in ("vocab_size", "max_len", "max_tokens", "seq_len"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+
+    @property
+    def translation(self) -> bool:
+        """True for parallel corpora (an encoder-decoder), False for language modelling."""
+        return self.dataset in TRANSLATION_DATASETS
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The training recipe (§5.3 optimizer and schedule, §5.4 regularisation) and its run."""
+
+    seed: int = 0
+    """Seeds initialisation, dropout and the batch order."""
+    max_steps: int = 100_000
+    """Stop after this many updates (the paper: 100k for the base model)."""
+    max_epochs: int | None = None
+    """Also stop after this many passes over the training data."""
+    device: str = "auto"
+    """`auto` (CUDA if available), `cpu`, `cuda` or `cuda:N`."""
+    precision: Precision = "fp32"
+    """`bf16` autocast (CPU or GPU), `fp16` autocast with a GradScaler (GPU only), or `fp32`."""
+    betas: tuple[float, float] = (0.9, 0.98)
+    """Adam's beta_1, beta_2 (§5.3)."""
+    adam_eps: float = 1e-9
+    """Adam's epsilon (§5.3)."""
+    weight_decay: float = 0.0
+    schedule: Schedule = "noam"
+    """`noam` (Eq. 3), `inverse_sqrt` (fairseq), `cosine` (to `min_lr` at `max_steps`), or
+    `constant`; all but `noam` warm up linearly to `lr`."""
+    lr_scale: float = 1.0
+    """Factor on Eq. 3's learning rate (tensor2tensor's `learning_rate`)."""
+    lr: float = 5e-4
+    """Peak learning rate of `inverse_sqrt`, `cosine` and `constant`."""
+    min_lr: float = 0.0
+    """Floor of `cosine`."""
+    warmup_steps: int = 4000
+    """Linear warm-up (§5.3: 4000)."""
+    label_smoothing: float = 0.1
+    """epsilon_ls (§5.4)."""
+    tokens_per_update: int | None = None
+    """Accumulate gradients of ceil(tokens_per_update / (max_tokens * processes)) batches per
+    update; None: one batch per process and update."""
+    clip_norm: float = 0.0
+    """Clip the gradient norm to this; 0 turns clipping off (the paper does not clip)."""
+    eval_every: int = 1000
+    """Validate (and save) every this many updates; 0: only at the end of each epoch."""
+    eval_each_epoch: bool = True
+    """Also validate at the end of every epoch."""
+    bleu: bool = True
+    """Translation: greedy-decode the validation set for BLEU and chrF at each validation."""
+    bleu_max_sentences: int | None = None
+    """Decode only the first this many validation sentences (None: all)."""
+    best_metric: BestMetric = "auto"
+    """Score that picks checkpoint-best; `auto`: BLEU when computed, else validation loss."""
+    save_every: int = 1000
+    """Also save every this many updates (besides each validation); 0: only at validations."""
+    keep_last: int = 5
+    """Step checkpoints to keep (checkpoint-best is kept besides)."""
+    log_every: int = 10
+    """Append a training record to metrics.jsonl every this many updates."""
+    max_nonfinite: int = 10
+    """Stop when this many updates in a row had a non-finite loss or gradient."""
+
+    def __post_init__(self) -> None:
+        for name in ("max_steps", "keep_last", "log_every", "max_nonfinite"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        for name in ("warmup_steps", "eval_every", "save_every", "clip_norm", "weight_decay"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
+        if not all(0.0 <= b < 1.0 for b in self.betas):
+            raise ValueError(f"betas must be in [0, 1), got {self.betas}")
+
+
+@dataclass(frozen=True)
+class DecodeConfig:
+    """How to decode at inference: beam search (§6.1) and sampling settings."""
+
+    beam: int = 4
+    """Beam size (§6.1: 4)."""
+    alpha: float = 0.6
+    """GNMT length penalty alpha (§6.1: 0.6)."""
+    coverage: float = 0.0
+    """GNMT coverage penalty beta (0: off)."""
+    max_len_a: float = 1.5
+    """Output length limit = max_len_a * source length + max_len_b."""
+    max_len_b: int = 10
+    """See `max_len_a` (§6.1: input length + 50)."""
+    min_len: int = 0
+    n_best: int = 1
+    temperature: float = 1.0
+    top_k: int = 0
+    top_p: float = 1.0
+    max_new_tokens: int = 200
+    seed: int | None = None
+    long_input: Literal["truncate", "error"] = "truncate"
+    """What to do with inputs longer than the model's positions."""
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything a run needs; saved as `RUN_DIR/config.yaml` and enough to rebuild the model."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    decode: DecodeConfig = field(default_factory=DecodeConfig)
+
+    def __post_init__(self) -> None:
+        kind = "encoder-decoder" if self.data.translation else "decoder-only"
+        if self.model.kind != kind:
+            raise ValueError(
+                f"data.dataset {self.data.dataset!r} needs model.kind {kind!r}, "
+                f"got {self.model.kind!r}"
+            )
+        longest = self.data.max_len if self.data.translation else self.data.seq_len
+        if longest is not None and longest > self.model.max_len:
+            what = "data.max_len" if self.data.translation else "data.seq_len"
+            raise ValueError(f"{what} ({longest}) exceeds model.max_len ({self.model.max_len})")
+
+    def replace(self, **sections: object) -> RunConfig:
+        """A copy with whole sections replaced (`config.replace(train=...)`)."""
+        return dataclasses.replace(self, **sections)
+
+
+def load_config(path: str | Path, overrides: Sequence[str] = ()) -> RunConfig:
+    """Read a RunConfig from YAML, then apply dotted `key=value` overrides.
+
+    Missing keys take the dataclass defaults. Unknown keys, wrong types and invalid values raise
+    `ValueError` naming the file and the dotted key.
+    """
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        raise ValueError(f"{path}: not valid YAML: {error}") from None
+    raw = {} if raw is None else raw
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path}: expected a mapping of sections, got {type(raw).__name__}")
+    for override in overrides:
+        apply_override(raw, override)
+    return config_from_dict(raw, source=str(path))
+
+
+def save_config(config: RunConfig, path: str | Path) -> Path:
+    """Write every field (defaults included) as YAML; `load_config` reads it back equal."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(config_to_dict(config), sort_keys=False))
+    return path
+
+
+def config_to_dict(config: Any) -> dict[str, Any]:
+    """A dataclass as plain dicts, lists and scalars (tuples become lists)."""
+    out = {}
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        if dataclasses.is_dataclass(value):
+            value = config_to_dict(value)
+        elif isinstance(value, tuple):
+            value = list(value)
+        out[f.name] = value
+    return out
+
+
+def config_from_dict(raw: Mapping[str, Any], *, source: str = "<dict>") -> RunConfig:
+    """Build a RunConfig from nested mappings, checking keys and types; errors name `source`."""
+    return _build(RunConfig, raw, source, "")
+
+
+def apply_override(raw: dict[str, Any], override: str) -> None:
+    """Set `section.key=value` in nested dicts; the value is parsed as YAML (`1e-3` is a number)."""
+    key, sep, text = override.partition("=")
+    if not sep or not key.strip():
+        raise ValueError(f"override {override!r} is not of the form section.key=value")
+    parts = key.strip().split(".")
+    node = raw
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ValueError(f"override {override!r}: {part!r} is not a section")
+    node[parts[-1]] = yaml.safe_load(text) if text.strip() else None
+
+
+def _build(cls: type, raw: Any, source: str, prefix: str) -> Any:
+    where = prefix.rstrip(".") or "top level"
+    if not isinstance(raw, Mapping):
+        raise ValueError(f"{source}: {where}: expected a mapping, got {raw!r}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    values = {}
+    for key, value in raw.items():
+        if key not in names:
+            close = difflib.get_close_matches(str(key), names, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ValueError(
+                f"{source}: unknown key {prefix}{key}{hint} (allowed: {', '.join(names)})"
+            )
+        if dataclasses.is_dataclass(hints[key]):
+            values[key] = _build(hints[key], value, source, f"{prefix}{key}.")
+        else:
+            values[key] = _check(hints[key], value, f"{source}: {prefix}{key}")
+    try:
+        return cls(**values)
+    except (ValueError, TypeError) as error:
+        raise ValueError(f"{source}: {where}: {error}") from None
+
+
+def _check(hint: Any, value: Any, where: str) -> Any:
+    """`value` converted to `hint` (int -> float, list -> tuple, '1e-3' -> float) or an error."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is Literal:
+        if value not in args:
+            raise ValueError(f"{where}: {value!r} is not one of {', '.join(map(repr, args))}")
+        return value
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return _check(arg, value, where)
+            except ValueError as error:
+                errors.append(str(error))
+        raise ValueError(errors[0] if len(errors) == 1 else f"{where}: {value!r} has a wrong type")
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ValueError(f"{where}: expected a list, got {value!r}")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_check(args[0], v, f"{where}[{i}]") for i, v in enumerate(value))
+        if len(value) != len(args):
+            raise ValueError(f"{where}: expected {len(args)} values, got {value!r}")
+        pairs = enumerate(zip(args, value, strict=True))
+        return tuple(_check(a, v, f"{where}[{i}]") for i, (a, v) in pairs)
+    return _check_scalar(hint, value, where)
+
+
+def _check_scalar(hint: type, value: Any, where: str) -> Any:
+    if hint is float and isinstance(value, str):
+        try:
+            return float(value)  # PyYAML reads `1e-3` (no dot) as a string
+        except ValueError:
+            pass
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, hint) and not (hint is int and isinstance(value, bool)):
+        return value
+    raise ValueError(f"{where}: expected {hint.__name__}, got {value!r}")

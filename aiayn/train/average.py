@@ -1,0 +1,49 @@
+"""Checkpoint averaging (§6.1): "For the base models, we used a single model obtained by averaging
+the last 5 checkpoints, which were written at 10-minute intervals."
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import safetensors.torch
+import torch
+
+from aiayn.train.checkpoint import AVERAGED_DIR, WEIGHTS_FILE, list_checkpoints
+
+
+def average_checkpoints(
+    run_dir: str | Path, *, last: int = 5, out: str | Path | None = None
+) -> Path:
+    """Average the weights of the newest `last` step checkpoints of a run, parameter by
+    parameter (accumulated in fp64), into `out/model.safetensors` (default `RUN_DIR/averaged/`).
+
+    Returns:
+        The written weights file; `load_model(run_dir, "averaged")` loads it.
+
+    Raises:
+        ValueError: `last` < 1, or the checkpoints hold different tensors.
+        FileNotFoundError: The run has no checkpoints.
+    """
+    if last < 1:
+        raise ValueError(f"--last must be at least 1, got {last}")
+    run_dir = Path(run_dir)
+    chosen = list_checkpoints(run_dir)[-last:]
+    if not chosen:
+        raise FileNotFoundError(f"{run_dir} has no checkpoints to average")
+    total: dict[str, torch.Tensor] = {}
+    for path in chosen:
+        weights = safetensors.torch.load_file(path / WEIGHTS_FILE)
+        if total and weights.keys() != total.keys():
+            raise ValueError(f"{path} holds other tensors than {chosen[0]}")
+        for name, tensor in weights.items():
+            total[name] = total.get(name, 0) + tensor.double()
+    dtypes = safetensors.torch.load_file(chosen[-1] / WEIGHTS_FILE)
+    averaged = {name: (t / len(chosen)).to(dtypes[name].dtype) for name, t in total.items()}
+    out_dir = Path(out) if out is not None else run_dir / AVERAGED_DIR
+    out_dir.mkdir(parents=True, exist_ok=True)
+    sources = [p.name for p in chosen]
+    file = out_dir / WEIGHTS_FILE
+    safetensors.torch.save_file(averaged, str(file), metadata={"averaged": json.dumps(sources)})
+    return file

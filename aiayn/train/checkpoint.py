@@ -1,0 +1,251 @@
+"""The run directory: checkpoints written to a temporary folder and renamed into place, exact
+training state (step, sampler position, RNG states, optimizer), and `load_model`, the one way back
+from a run directory to a model. Nothing is unpickled: weights are safetensors, the optimizer
+loads with `torch.load(weights_only=True)`, the rest is JSON.
+
+    RUN_DIR/config.yaml, tokenizer.model, metrics.jsonl
+    RUN_DIR/checkpoint-00001234/   model.safetensors, optimizer.pt, scheduler.json,
+                                   trainer_state.json (written last)
+    RUN_DIR/checkpoint-best/       the best by validation score (no optimizer)
+    RUN_DIR/averaged/model.safetensors
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import json
+import os
+import random
+import re
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import safetensors.torch
+import torch
+from torch import nn
+
+from aiayn.config import RunConfig, load_config
+from aiayn.model.transformer import LanguageModel, Transformer, build_model
+
+CONFIG_FILE = "config.yaml"
+WEIGHTS_FILE = "model.safetensors"
+OPTIMIZER_FILE = "optimizer.pt"
+SCHEDULER_FILE = "scheduler.json"
+STATE_FILE = "trainer_state.json"
+BEST_DIR = "checkpoint-best"
+AVERAGED_DIR = "averaged"
+_STEP_DIR = re.compile(r"^checkpoint-(\d{8})$")
+_TMP_PREFIX, _OLD_PREFIX = ".tmp-", ".old-"
+
+
+@dataclass
+class TrainerState:
+    """What, besides weights and optimizer, makes a resumed run continue exactly."""
+
+    step: int = 0
+    """Updates done."""
+    sampler: dict[str, Any] = field(default_factory=dict)
+    """`TokenBatchSampler.state_dict()`: epoch and batches already taken in it."""
+    rng: list[dict[str, Any]] = field(default_factory=list)
+    """Per rank: python, numpy and torch (CPU and CUDA) generator states."""
+    scaler: dict[str, Any] | None = None
+    """fp16 GradScaler state."""
+    best_score: float | None = None
+    """Best validation score so far (higher is better; a loss is stored negated)."""
+    best_step: int | None = None
+    nonfinite_in_a_row: int = 0
+    tokens: int = 0
+    """Source + target tokens trained on so far."""
+    seconds: float = 0.0
+    """Training time so far."""
+    metrics: dict[str, Any] = field(default_factory=dict)
+    """The latest validation results."""
+
+    @property
+    def epoch(self) -> int:
+        return int(self.sampler.get("epoch", 0))
+
+
+def checkpoint_dir(run_dir: str | Path, step: int) -> Path:
+    return Path(run_dir) / f"checkpoint-{step:08d}"
+
+
+def list_checkpoints(run_dir: str | Path) -> list[Path]:
+    """Complete step checkpoints, oldest first; temporary and half-written folders are skipped."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        return []
+    found = [p for p in run_dir.iterdir() if _STEP_DIR.match(p.name) and (p / STATE_FILE).exists()]
+    return sorted(found, key=lambda p: p.name)
+
+
+def latest_checkpoint(run_dir: str | Path) -> Path | None:
+    checkpoints = list_checkpoints(run_dir)
+    return checkpoints[-1] if checkpoints else None
+
+
+def save_checkpoint(
+    path: str | Path,
+    model: nn.Module,
+    state: TrainerState,
+    *,
+    optimizer: torch.optim.Optimizer | None = None,
+    scheduler: dict[str, Any] | None = None,
+) -> Path:
+    """Write a checkpoint folder atomically: into `.tmp-<name>` beside it, then renamed.
+
+    A process killed during the write leaves the previous checkpoints untouched and a `.tmp-`
+    folder that `list_checkpoints` ignores and `clean_run_dir` removes. Replacing an existing
+    folder (checkpoint-best) goes through `.old-<name>`, which `clean_run_dir` restores if a
+    kill came between the two renames.
+    """
+    path = Path(path)
+    tmp = path.parent / f"{_TMP_PREFIX}{path.name}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        safetensors.torch.save_model(model, str(tmp / WEIGHTS_FILE))
+        if optimizer is not None:
+            torch.save(optimizer.state_dict(), tmp / OPTIMIZER_FILE)
+        if scheduler is not None:
+            _write_json(tmp / SCHEDULER_FILE, scheduler)
+        _write_json(tmp / STATE_FILE, dataclasses.asdict(state))  # last: marks it complete
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    old = path.parent / f"{_OLD_PREFIX}{path.name}"
+    if path.exists():
+        shutil.rmtree(old, ignore_errors=True)
+        os.rename(path, old)
+    os.rename(tmp, path)
+    shutil.rmtree(old, ignore_errors=True)
+    return path
+
+
+def clean_run_dir(run_dir: str | Path) -> None:
+    """Remove what an interrupted `save_checkpoint` left: `.tmp-` folders, and `.old-` folders
+    (restored when the folder they were replacing never arrived)."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        return
+    for leftover in run_dir.iterdir():
+        if leftover.name.startswith(_TMP_PREFIX):
+            shutil.rmtree(leftover, ignore_errors=True)
+        elif leftover.name.startswith(_OLD_PREFIX):
+            final = run_dir / leftover.name.removeprefix(_OLD_PREFIX)
+            if final.exists():
+                shutil.rmtree(leftover, ignore_errors=True)
+            else:
+                os.rename(leftover, final)
+
+
+def prune_checkpoints(run_dir: str | Path, keep_last: int) -> list[Path]:
+    """Delete all but the newest `keep_last` step checkpoints; returns the deleted folders."""
+    old = list_checkpoints(run_dir)[:-keep_last] if keep_last > 0 else []
+    for path in old:
+        shutil.rmtree(path)
+    return old
+
+
+def load_trainer_state(path: str | Path) -> TrainerState:
+    """The `trainer_state.json` of a checkpoint folder."""
+    raw = json.loads((Path(path) / STATE_FILE).read_text())
+    known = {f.name for f in dataclasses.fields(TrainerState)}
+    return TrainerState(**{key: value for key, value in raw.items() if key in known})
+
+
+def load_optimizer_state(path: str | Path, device: torch.device | str = "cpu") -> dict[str, Any]:
+    """The optimizer's `state_dict` (tensors and numbers only: `weights_only=True`)."""
+    return torch.load(Path(path) / OPTIMIZER_FILE, map_location=device, weights_only=True)
+
+
+def load_weights(model: nn.Module, path: str | Path, *, device: torch.device | str = "cpu") -> None:
+    """Load `model.safetensors` from a checkpoint folder (or the file itself) into `model`."""
+    path = Path(path)
+    file = path / WEIGHTS_FILE if path.is_dir() else path
+    if not file.is_file():
+        raise FileNotFoundError(f"no weights at {file}")
+    try:
+        missing, unexpected = safetensors.torch.load_model(
+            model, str(file), strict=False, device=str(device)
+        )
+    except RuntimeError as error:  # shapes differ
+        raise ValueError(f"{file} does not fit the model: {error}") from None
+    if missing or unexpected:
+        raise ValueError(f"{file} does not fit the model: missing {missing}, extra {unexpected}")
+
+
+def resolve_weights(run_dir: str | Path, which: str = "best") -> Path:
+    """The weights file `which` names: `best` (falls back to the latest step checkpoint),
+    `last`, `averaged`, or a checkpoint folder / .safetensors path (absolute or in the run)."""
+    run_dir = Path(run_dir)
+    if which == "best" and (run_dir / BEST_DIR / WEIGHTS_FILE).is_file():
+        return run_dir / BEST_DIR / WEIGHTS_FILE
+    if which in ("best", "last"):
+        latest = latest_checkpoint(run_dir)
+        if latest is None:
+            raise FileNotFoundError(f"{run_dir} has no checkpoints yet")
+        return latest / WEIGHTS_FILE
+    path = run_dir / AVERAGED_DIR if which == "averaged" else Path(which)
+    if not path.is_absolute() and not path.exists():
+        path = run_dir / path
+    file = path / WEIGHTS_FILE if path.is_dir() else path
+    if not file.is_file():
+        raise FileNotFoundError(
+            f"no weights for {which!r}: {file} does not exist "
+            "(use best, last, averaged, or a checkpoint folder)"
+        )
+    return file
+
+
+def load_model(
+    run_dir: str | Path, which: str = "best", *, device: torch.device | str = "cpu"
+) -> tuple[Transformer | LanguageModel, RunConfig]:
+    """Rebuild a run's model from its `config.yaml` and load the weights `which` names
+    (see `resolve_weights`). The model is returned in eval mode, on `device`."""
+    run_dir = Path(run_dir)
+    config = load_config(run_dir / CONFIG_FILE)
+    model = build_model(config.model)
+    load_weights(model, resolve_weights(run_dir, which), device=device)
+    return model.to(device).eval(), config
+
+
+def rng_state() -> dict[str, Any]:
+    """This process's python, numpy and torch generator states, as JSON-ready values."""
+    version, internal, gauss = random.getstate()
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {
+        "python": [version, list(internal), gauss],
+        "numpy": [name, keys.tolist(), pos, has_gauss, cached],
+        "torch": _encode(torch.get_rng_state()),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = [_encode(s) for s in torch.cuda.get_rng_state_all()]
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore what `rng_state` returned."""
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(_decode(state["torch"]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([_decode(s) for s in state["cuda"]])
+
+
+def _encode(tensor: torch.Tensor) -> str:
+    return base64.b64encode(tensor.numpy().tobytes()).decode("ascii")
+
+
+def _decode(text: str) -> torch.Tensor:
+    return torch.frombuffer(bytearray(base64.b64decode(text)), dtype=torch.uint8)
+
+
+def _write_json(path: Path, value: Any) -> None:
+    path.write_text(json.dumps(value, indent=1) + "\n")

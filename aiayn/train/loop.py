@@ -1,0 +1,423 @@
+"""The training loop (§5): one loop for translation and language modelling. Token-budget batches
+(§5.1), Adam with the paper's schedule (§5.3), label smoothing (§5.4), gradient accumulation,
+mixed precision, data parallelism, validation, and checkpoints a killed run resumes from exactly.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.nn.parallel import DistributedDataParallel
+from tqdm import tqdm
+
+from aiayn.config import RunConfig, config_to_dict, load_config, save_config
+from aiayn.data.batching import Batch, TokenBatchSampler
+from aiayn.model.transformer import build_model
+from aiayn.train.checkpoint import (
+    BEST_DIR,
+    CONFIG_FILE,
+    TrainerState,
+    checkpoint_dir,
+    clean_run_dir,
+    latest_checkpoint,
+    load_optimizer_state,
+    load_trainer_state,
+    load_weights,
+    prune_checkpoints,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
+from aiayn.train.distributed import (
+    DistributedContext,
+    all_gather_objects,
+    all_reduce_sum,
+    barrier,
+    setup_distributed,
+    teardown_distributed,
+)
+from aiayn.train.log import MetricsLog
+from aiayn.train.loss import batch_loss
+from aiayn.train.schedule import learning_rate
+from aiayn.train.task import load_task_data
+from aiayn.train.validate import Validation, validate
+
+
+class NonFiniteLossError(RuntimeError):
+    """Too many updates in a row had a non-finite loss or gradient; the run stopped."""
+
+
+@dataclass
+class UpdateResult:
+    """One update's numbers, summed over all processes."""
+
+    loss: float
+    """Label-smoothed loss per target token."""
+    nll: float
+    target_tokens: int
+    tokens: int
+    """Source + target tokens (throughput counts these)."""
+    lr: float
+    grad_norm: float
+    """Before clipping; NaN when the update was skipped."""
+    finite: bool
+
+
+@dataclass
+class TrainResult:
+    """Where a finished run stands."""
+
+    run_dir: Path
+    step: int
+    epoch: int
+    validation: Validation | None
+    """The last validation (rank 0 only)."""
+    tokens_per_second: float
+
+
+def train(
+    config: RunConfig, *, run_dir: str | Path, resume: bool = False, progress: bool = True
+) -> TrainResult:
+    """Train the model `config` describes, writing checkpoints and metrics to `run_dir`.
+
+    Under `torchrun` every process calls this; they form a process group and train with
+    DistributedDataParallel, and only rank 0 writes. With `resume`, training continues exactly
+    from the latest checkpoint in `run_dir` (or starts if there is none).
+
+    Raises:
+        ValueError: A bad configuration, or `run_dir` already has checkpoints without `resume`.
+        NonFiniteLossError: `train.max_nonfinite` updates in a row had a non-finite loss.
+    """
+    ctx = setup_distributed(config.train.device)
+    try:
+        return Trainer(config, Path(run_dir), ctx, resume=resume, progress=progress).run()
+    finally:
+        teardown_distributed()
+
+
+def default_run_dir(config_path: str | Path) -> Path:
+    """`runs/<config file name without .yaml>`."""
+    return Path("runs") / Path(config_path).stem
+
+
+class Trainer:
+    """The state of a training run and the steps that advance it; `train` is the entry point."""
+
+    def __init__(
+        self,
+        config: RunConfig,
+        run_dir: Path,
+        ctx: DistributedContext,
+        *,
+        resume: bool = False,
+        progress: bool = True,
+    ) -> None:
+        self.ctx, self.run_dir, self.progress = ctx, run_dir, progress and ctx.is_main
+        if ctx.is_main:
+            _check_run_dir(run_dir, resume)
+        self.data = load_task_data(config.data, run_dir, ctx, max_len=config.model.max_len)
+        self.config = self._settle_config(config, resume)
+        tc = self.config.train
+        if tc.precision == "fp16" and ctx.device.type != "cuda":
+            raise ValueError("train.precision fp16 needs a CUDA device; use bf16 on a CPU")
+        random.seed(tc.seed)
+        np.random.seed(tc.seed)
+        torch.manual_seed(tc.seed)  # the same initial weights on every rank
+        self.model = build_model(self.config.model).to(ctx.device).train()
+        torch.manual_seed(tc.seed + 1 + ctx.rank)  # each rank its own dropout masks
+        self.optimizer = torch.optim.Adam(
+            self.model.parameters(), lr=0.0, betas=tc.betas, eps=tc.adam_eps,
+            weight_decay=tc.weight_decay,
+        )  # fmt: skip
+        self.scaler = torch.amp.GradScaler(ctx.device.type, enabled=tc.precision == "fp16")
+        data = self.config.data
+        self.sampler = TokenBatchSampler(
+            self.data.train.lengths, data.max_tokens, seed=tc.seed, rank=ctx.rank,
+            world_size=ctx.world_size, bucket_size=data.bucket_size,
+        )  # fmt: skip
+        target = tc.tokens_per_update or data.max_tokens * ctx.world_size
+        self.accumulate = max(1, math.ceil(target / (data.max_tokens * ctx.world_size)))
+        self.state, self.saved_step = TrainerState(), None
+        if resume:
+            self._restore()
+        self.ddp = self.model
+        if ctx.distributed:
+            ids = [ctx.device.index] if ctx.device.type == "cuda" else None
+            self.ddp = DistributedDataParallel(self.model, device_ids=ids)
+        self.log = MetricsLog(
+            run_dir, enabled=ctx.is_main, resume_step=self.state.step if resume else None
+        )
+        self.window = np.zeros(5)  # loss, nll, target tokens, tokens, seconds since the last log
+
+    def run(self) -> TrainResult:
+        """Update until `max_steps` (or `max_epochs`), validating and saving on the way."""
+        tc = self.config.train
+        self._print_start()
+        bar = tqdm(
+            total=tc.max_steps, initial=self.state.step, disable=not self.progress,
+            unit="update", dynamic_ncols=True,
+        )  # fmt: skip
+        validation, stream = None, self._batch_stream()
+        try:
+            while not self._finished():
+                epoch = self.sampler.epoch
+                start = time.perf_counter()
+                update = self.train_step([next(stream) for _ in range(self.accumulate)])
+                self._record(update, time.perf_counter() - start, bar)
+                step_due = update.finite and tc.eval_every and self.state.step % tc.eval_every == 0
+                if step_due or (tc.eval_each_epoch and self.sampler.epoch != epoch):
+                    validation = self.validate_and_save()
+                elif update.finite and tc.save_every and self.state.step % tc.save_every == 0:
+                    self.save()
+            if self.saved_step != self.state.step:
+                validation = self.validate_and_save()
+        finally:
+            bar.close()
+            self.log.close()
+        speed = self.state.tokens / max(self.state.seconds, 1e-9)
+        return TrainResult(self.run_dir, self.state.step, self.sampler.epoch, validation, speed)
+
+    def train_step(self, batches: list[Batch]) -> UpdateResult:
+        """One update: forward and backward over `batches` (gradients accumulate; DDP averages
+        them over processes in the last backward), scaled so that the result is the gradient of
+        the mean loss per target token over all processes; then clipping and an Adam step at
+        the scheduled learning rate. A non-finite loss or gradient skips the step."""
+        tc, ctx, device = self.config.train, self.ctx, self.ctx.device
+        local = [sum(b.n_tgt_tokens for b in batches), sum(b.n_src_tokens for b in batches)]
+        n_target, n_source = all_reduce_sum([float(n) for n in local], ctx)
+        scale = ctx.world_size / n_target  # DDP divides the summed gradients by world_size
+        sums = torch.zeros(2, dtype=torch.float64, device=device)
+        for i, batch in enumerate(batches):
+            last = i == len(batches) - 1
+            with nullcontext() if last or not ctx.distributed else self.ddp.no_sync():
+                with self.autocast():
+                    out = batch_loss(
+                        self.ddp, batch.to(device), epsilon=tc.label_smoothing,
+                        pad_id=self.config.model.pad_id,
+                    )  # fmt: skip
+                self.scaler.scale(out.loss * scale).backward()
+            sums += torch.stack([out.loss.detach(), out.nll.detach()]).double()
+        loss_sum, nll_sum = all_reduce_sum(sums.tolist(), ctx)
+        lr = learning_rate(tc, self.state.step + 1, d_model=self.config.model.d_model)
+        finite, grad_norm = math.isfinite(loss_sum), math.nan
+        if finite:
+            self.scaler.unscale_(self.optimizer)
+            max_norm = tc.clip_norm if tc.clip_norm > 0 else math.inf
+            grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm).item()
+            finite = math.isfinite(grad_norm) or self.scaler.is_enabled()  # fp16: scaler skips
+        if finite:
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        return UpdateResult(
+            loss_sum / n_target, nll_sum / n_target, int(n_target), int(n_target + n_source),
+            lr, grad_norm, finite,
+        )  # fmt: skip
+
+    def validate_and_save(self) -> Validation | None:
+        """Validate on rank 0, log and print the scores, save a checkpoint (and checkpoint-best
+        when the score improved)."""
+        validation, best = None, False
+        if self.ctx.is_main:
+            validation = validate(
+                self.model, self.data, self.config, device=self.ctx.device, autocast=self.autocast
+            )
+            self.log.append("valid", {**self._where(), **validation.record()})
+            self._print(f"update {self.state.step} | {validation}")
+            for source, reference, hypothesis in (validation.examples or [])[:2]:
+                self._print(f"  src {source}\n  ref {reference}\n  out {hypothesis}")
+            score = validation.score(self.config.train.best_metric)
+            best = self.state.best_score is None or score > self.state.best_score
+            if best:
+                self.state.best_score, self.state.best_step = score, self.state.step
+            self.state.metrics = validation.record()
+        self.save(best=best)
+        return validation
+
+    def save(self, *, best: bool = False) -> None:
+        """Write `checkpoint-STEP/` (rank 0; every rank contributes its RNG state), update
+        checkpoint-best if `best`, and delete checkpoints beyond the last `keep_last`."""
+        self.state.sampler = self.sampler.state_dict()
+        self.state.rng = all_gather_objects(rng_state(), self.ctx)
+        self.state.scaler = self.scaler.state_dict() if self.scaler.is_enabled() else None
+        if self.ctx.is_main:
+            scheduler = {
+                "schedule": self.config.train.schedule, "step": self.state.step,
+                "lr": learning_rate(self.config.train, self.state.step,
+                                    d_model=self.config.model.d_model),
+            }  # fmt: skip
+            path = checkpoint_dir(self.run_dir, self.state.step)
+            save_checkpoint(
+                path, self.model, self.state, optimizer=self.optimizer, scheduler=scheduler
+            )
+            if best:
+                save_checkpoint(self.run_dir / BEST_DIR, self.model, self.state)
+            prune_checkpoints(self.run_dir, self.config.train.keep_last)
+        barrier(self.ctx)
+        self.saved_step = self.state.step
+
+    def autocast(self) -> AbstractContextManager:
+        """bf16 or fp16 autocast as `train.precision` says (fp32: nothing)."""
+        precision = self.config.train.precision
+        if precision == "fp32":
+            return nullcontext()
+        dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+        return torch.autocast(self.ctx.device.type, dtype=dtype)
+
+    def _batch_stream(self) -> Iterator[Batch]:
+        """Training batches forever, epoch after epoch, from where the sampler stands."""
+        while True:
+            for indices in self.sampler:
+                yield self.data.train.make_batch(indices)
+
+    def _finished(self) -> bool:
+        tc = self.config.train
+        epochs_done = tc.max_epochs is not None and self.sampler.epoch >= tc.max_epochs
+        return self.state.step >= tc.max_steps or epochs_done
+
+    def _record(self, update: UpdateResult, seconds: float, bar: tqdm) -> None:
+        """Count an update (or a skipped one), log every `log_every`, refresh the bar."""
+        tc = self.config.train
+        if not update.finite:
+            self._skip(update)
+            return
+        self.state.nonfinite_in_a_row = 0
+        self.state.step += 1
+        self.state.tokens += update.tokens
+        self.state.seconds += seconds
+        n = update.target_tokens
+        self.window += [update.loss * n, update.nll * n, n, update.tokens, seconds]
+        bar.update(1)
+        if self.state.step % tc.log_every == 0:
+            loss, nll, n_target, n_tokens, elapsed = self.window
+            record = {
+                **self._where(), "loss": loss / n_target, "nll": nll / n_target,
+                "ppl": math.exp(min(nll / n_target, 700)), "lr": update.lr,
+                "grad_norm": update.grad_norm, "tokens_per_second": n_tokens / elapsed,
+                "tokens": self.state.tokens, "seconds": self.state.seconds,
+            }  # fmt: skip
+            self.log.append("train", record)
+            bar.set_postfix(
+                loss=f"{record['loss']:.3f}", lr=f"{update.lr:.2e}",
+                tok_s=f"{record['tokens_per_second']:.0f}", epoch=f"{record['epoch']:.2f}",
+            )  # fmt: skip
+            self.window[:] = 0
+
+    def _skip(self, update: UpdateResult) -> None:
+        """Log a skipped update; stop when too many came in a row."""
+        self.state.nonfinite_in_a_row += 1
+        count, limit = self.state.nonfinite_in_a_row, self.config.train.max_nonfinite
+        self.log.append(
+            "nonfinite",
+            {**self._where(), "loss": str(update.loss), "grad_norm": str(update.grad_norm),
+             "in_a_row": count},
+        )  # fmt: skip
+        self._print(
+            f"update {self.state.step + 1}: non-finite loss {update.loss} or gradient norm "
+            f"{update.grad_norm}; update skipped ({count} in a row, limit {limit})"
+        )
+        if count >= limit:
+            last = latest_checkpoint(self.run_dir)
+            raise NonFiniteLossError(
+                f"{count} updates in a row had a non-finite loss or gradient (after update "
+                f"{self.state.step}); stopping. The last good checkpoint is "
+                f"{last or 'none (nothing was saved yet)'}. Try a lower learning rate "
+                "(train.lr_scale or train.lr), train.clip_norm, or fp32/bf16 instead of fp16."
+            )
+
+    def _where(self) -> dict[str, float]:
+        epoch = self.sampler.epoch + self.sampler.position / max(len(self.sampler), 1)
+        return {"step": self.state.step, "epoch": round(epoch, 4)}
+
+    def _restore(self) -> None:
+        """Load the latest checkpoint: weights, optimizer, sampler position, RNG states."""
+        path = latest_checkpoint(self.run_dir)
+        if path is None:
+            self._print(f"no checkpoint in {self.run_dir}: starting from scratch")
+            return
+        load_weights(self.model, path, device=self.ctx.device)
+        self.optimizer.load_state_dict(load_optimizer_state(path, self.ctx.device))
+        self.state = load_trainer_state(path)
+        self.sampler.load_state_dict(self.state.sampler)
+        if self.state.scaler and self.scaler.is_enabled():
+            self.scaler.load_state_dict(self.state.scaler)
+        if len(self.state.rng) == self.ctx.world_size:
+            set_rng_state(self.state.rng[self.ctx.rank])  # last: nothing may draw after it
+        self.saved_step = self.state.step
+        self._print(f"resumed from {path} (update {self.state.step}, epoch {self.state.epoch})")
+
+    def _settle_config(self, config: RunConfig, resume: bool) -> RunConfig:
+        """Fit the model's vocabulary to the tokenizer, check a resumed run's config, save it."""
+        tokenizer, model = self.data.tokenizer, config.model
+        specials = (tokenizer.pad_id, tokenizer.unk_id, tokenizer.bos_id, tokenizer.eos_id)
+        if specials != (model.pad_id, model.unk_id, model.bos_id, model.eos_id):
+            raise ValueError(f"tokenizer special ids {specials} differ from the model's")
+        config = config.replace(model=model.replace(vocab_size=tokenizer.vocab_size))
+        saved = self.run_dir / CONFIG_FILE
+        if resume and saved.is_file():
+            changed = _differences(load_config(saved), config)
+            fixed = [key for key in changed if key.split(".")[0] in ("model", "data")]
+            if fixed:
+                raise ValueError(f"cannot resume {self.run_dir} with a different {fixed}")
+            for key in changed:
+                self._print(f"resuming with a changed setting: {key} {changed[key]}")
+        if self.ctx.is_main:
+            save_config(config, saved)
+        return config
+
+    def _print_start(self) -> None:
+        for note in self.data.notes:
+            self._print(note)
+        n_params = sum(p.numel() for p in self.model.parameters())
+        cfg, ctx = self.config, self.ctx
+        self._print(
+            f"{cfg.model.kind} with {n_params:,} parameters on {ctx.device} x{ctx.world_size}, "
+            f"{cfg.train.precision}; {len(self.data.train)} training examples, "
+            f"{len(self.sampler)} batches per epoch and process, {self.accumulate} per update; "
+            f"run dir {self.run_dir}"
+        )
+
+    def _print(self, message: str) -> None:
+        if self.ctx.is_main:
+            tqdm.write(message)
+
+
+def _check_run_dir(run_dir: Path, resume: bool) -> None:
+    latest = latest_checkpoint(run_dir)
+    if latest is not None and not resume:
+        raise ValueError(
+            f"{run_dir} already holds checkpoints (latest {latest.name}); pass --resume to "
+            "continue that run, or --run-dir for a new one"
+        )
+    run_dir.mkdir(parents=True, exist_ok=True)
+    clean_run_dir(run_dir)
+
+
+def _differences(old: RunConfig, new: RunConfig) -> dict[str, str]:
+    """Dotted keys whose values differ -> 'old -> new'."""
+    flat_old, flat_new = _flatten(config_to_dict(old)), _flatten(config_to_dict(new))
+    return {
+        key: f"{flat_old.get(key)} -> {flat_new.get(key)}"
+        for key in sorted(flat_old.keys() | flat_new.keys())
+        if flat_old.get(key) != flat_new.get(key)
+    }
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict[str, object]:
+    flat: dict[str, object] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat

@@ -1,0 +1,163 @@
+"""The data of a training run: the shared vocabulary (trained into the run directory unless one is
+given), the encoded and filtered splits, and how a list of example indices becomes a `Batch` --
+sentence pairs for translation, fixed-length windows of a token stream for language modelling.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from aiayn.config import DataConfig
+from aiayn.data.batching import Batch, collate, example_lengths, lm_batch, window_starts
+from aiayn.data.corpus import (
+    multi30k_files,
+    read_parallel,
+    read_text,
+    split_text,
+    tinyshakespeare_text,
+)
+from aiayn.data.filtering import filter_pairs
+from aiayn.data.tokenizer import TOKENIZER_FILE, Tokenizer
+from aiayn.train.distributed import DistributedContext, barrier
+
+
+@dataclass
+class Split:
+    """One split as the batch sampler sees it: a length per example and a batch maker."""
+
+    lengths: list[int]
+    """Padded length of each example (what `TokenBatchSampler` budgets)."""
+    make_batch: Callable[[Sequence[int]], Batch]
+    """Example indices -> `Batch`."""
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+
+@dataclass
+class TaskData:
+    """Everything the training loop reads: tokenizer, splits, and raw validation text."""
+
+    tokenizer: Tokenizer
+    train: Split
+    valid: Split
+    valid_pairs: list[tuple[str, str]] = field(default_factory=list)
+    """Translation: the validation (source, reference) sentences, unfiltered, for BLEU."""
+    notes: list[str] = field(default_factory=list)
+    """What happened on the way (tokenizer trained, pairs filtered), for the log."""
+
+
+def load_task_data(
+    config: DataConfig, run_dir: Path, ctx: DistributedContext, *, max_len: int
+) -> TaskData:
+    """Read, tokenise and filter the data `config` names; rank 0 makes the tokenizer first.
+
+    Pairs longer than `config.max_len` (default `max_len`, the model's positions) are dropped.
+
+    The tokenizer is `RUN_DIR/tokenizer.model` if present (a resumed run), else a copy of
+    `config.tokenizer`, else trained on the training split (source and target together).
+    """
+    notes: list[str] = []
+    if ctx.is_main:
+        texts = read_texts(config)
+        notes.append(prepare_tokenizer(config, run_dir, texts[0]))
+    barrier(ctx)
+    if not ctx.is_main:
+        texts = read_texts(config)
+    tokenizer = Tokenizer.load(run_dir / TOKENIZER_FILE)
+    if config.translation:
+        data = _translation_data(config, tokenizer, texts, notes, config.max_len or max_len)
+    else:
+        data = _language_model_data(config, tokenizer, texts)
+    data.notes = notes + data.notes
+    return data
+
+
+def read_texts(config: DataConfig) -> tuple[list[tuple[str, str]] | str, ...]:
+    """(train, valid) as sentence pairs (translation) or whole texts (language modelling)."""
+    if config.dataset == "multi30k":
+        return tuple(
+            read_parallel(
+                multi30k_files(split, config.src, config.data_dir),
+                multi30k_files(split, config.tgt, config.data_dir),
+            )
+            for split in ("train", "val")
+        )
+    if config.dataset == "parallel":
+        return read_parallel(*config.train_files), read_parallel(*config.valid_files)
+    if config.dataset == "tinyshakespeare":
+        text = tinyshakespeare_text(config.data_dir)
+        return split_text(text, "train"), split_text(text, "val")
+    return read_text(config.train_files[0]), read_text(config.valid_files[0])
+
+
+def prepare_tokenizer(config: DataConfig, run_dir: Path, train: list[tuple[str, str]] | str) -> str:
+    """Make sure `RUN_DIR/tokenizer.model` exists; returns a line saying where it came from."""
+    path = run_dir / TOKENIZER_FILE
+    if path.is_file():
+        return f"tokenizer: {path} (kept)"
+    if config.tokenizer is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(config.tokenizer, path)
+        return f"tokenizer: copied {config.tokenizer}"
+    if isinstance(train, str):
+        sentences = train.split("\n")
+    else:
+        sentences = [s for s, _ in train] + [t for _, t in train]
+    tokenizer = Tokenizer.train(
+        sentences, vocab_size=config.vocab_size, model_type=config.tokenizer_type, path=path
+    )
+    return (
+        f"tokenizer: trained {config.tokenizer_type} with {tokenizer.vocab_size} pieces on "
+        f"{len(sentences)} training sentences -> {path}"
+    )
+
+
+def _translation_data(
+    config: DataConfig, tokenizer: Tokenizer, texts: tuple, notes: list[str], max_len: int
+) -> TaskData:
+    splits = []
+    for name, pairs in zip(("train", "valid"), texts, strict=True):
+        ids = list(
+            zip(
+                tokenizer.encode_batch([s for s, _ in pairs]),
+                tokenizer.encode_batch([t for _, t in pairs]),
+                strict=True,
+            )
+        )
+        kept, report = filter_pairs(
+            ids, max_len=max_len, max_ratio=config.max_ratio, policy="skip", name=name
+        )
+        if not kept:
+            raise ValueError(f"no {name} pairs left after filtering: {report}")
+        notes.append(str(report))
+        splits.append(_pair_split(kept))
+    return TaskData(tokenizer, splits[0], splits[1], valid_pairs=list(texts[1]))
+
+
+def _pair_split(pairs: list[tuple[list[int], list[int]]]) -> Split:
+    def make_batch(indices: Sequence[int]) -> Batch:
+        return collate([pairs[i] for i in indices], index=indices)
+
+    return Split(example_lengths(pairs), make_batch)
+
+
+def _language_model_data(config: DataConfig, tokenizer: Tokenizer, texts: tuple) -> TaskData:
+    splits = []
+    for text in texts:
+        tokens = torch.tensor(tokenizer.encode(text), dtype=torch.long)
+        starts = window_starts(len(tokens), config.seq_len)
+        splits.append(_window_split(tokens, starts, config.seq_len))
+    return TaskData(tokenizer, splits[0], splits[1])
+
+
+def _window_split(tokens: torch.Tensor, starts: list[int], seq_len: int) -> Split:
+    def make_batch(indices: Sequence[int]) -> Batch:
+        return lm_batch(tokens, [starts[i] for i in indices], seq_len)
+
+    return Split([seq_len] * len(starts), make_batch)

@@ -1,0 +1,179 @@
+"""The training loop: it learns (translation and language modelling alike), writes the run
+directory contract, resumes bit-exactly after SIGKILL, accumulates gradients exactly, skips
+non-finite updates and stops after too many."""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import safetensors.torch
+import torch
+
+from aiayn.config import load_config, save_config
+from aiayn.data.tokenizer import Tokenizer
+from aiayn.model import build_model
+from aiayn.train.checkpoint import latest_checkpoint, list_checkpoints, load_model
+from aiayn.train.distributed import DistributedContext
+from aiayn.train.log import read_metrics
+from aiayn.train.loop import NonFiniteLossError, Trainer, train
+from aiayn.train.loss import TokenLoss, label_smoothed_cross_entropy
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def train_losses(run_dir: Path) -> list[float]:
+    return [r["loss"] for r in read_metrics(run_dir) if r["kind"] == "train"]
+
+
+def test_translation_run_learns_and_fills_the_run_dir(make_config, tmp_path):
+    config = make_config(train={"max_steps": 40, "eval_every": 15, "keep_last": 1})
+    result = train(config, run_dir=tmp_path, progress=False)
+    assert result.step == 40 and result.tokens_per_second > 0
+    losses = train_losses(tmp_path)
+    assert len(losses) == 40 and sum(losses[-5:]) / 5 < 0.8 * sum(losses[:5]) / 5
+    assert {p.name for p in tmp_path.iterdir()} >= {
+        "config.yaml", "tokenizer.model", "metrics.jsonl", "checkpoint-00000040",
+        "checkpoint-best",
+    }  # fmt: skip
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["checkpoint-00000040"]  # keep_last 1
+    valid = [r for r in read_metrics(tmp_path) if r["kind"] == "valid"]
+    assert [r["step"] for r in valid] == [15, 20, 30, 40]  # every 15 and each epoch (20)
+    assert valid[-1]["loss"] < valid[0]["loss"] and math.isfinite(valid[-1]["ppl"])
+    assert "nrefs:1|case:mixed" in valid[-1]["bleu_signature"] and "chrf" in valid[-1]
+    model, saved = load_model(tmp_path, "last")
+    assert saved.model.vocab_size == Tokenizer.load(tmp_path / "tokenizer.model").vocab_size
+    assert saved.model == model.config and not model.training
+    assert load_config(tmp_path / "config.yaml") == saved
+
+
+def test_language_model_trains_with_the_same_loop(make_lm_config, tmp_path):
+    train(make_lm_config(train={"max_steps": 60}), run_dir=tmp_path, progress=False)
+    losses = train_losses(tmp_path)
+    assert sum(losses[-5:]) < 0.8 * sum(losses[:5])
+    valid = [r for r in read_metrics(tmp_path) if r["kind"] == "valid"][-1]
+    assert "bleu" not in valid and valid["ppl"] == pytest.approx(math.exp(valid["nll"]))
+    model, config = load_model(tmp_path)
+    assert config.model.kind == "decoder-only" and type(model).__name__ == "LanguageModel"
+
+
+def test_bf16_autocast_trains_on_the_cpu(make_config, tmp_path):
+    train(make_config(train={"max_steps": 20, "precision": "bf16"}), run_dir=tmp_path,
+          progress=False)  # fmt: skip
+    losses = train_losses(tmp_path)
+    assert all(math.isfinite(x) for x in losses) and losses[-1] < losses[0]
+
+
+def test_fp16_needs_a_gpu(make_config, tmp_path):
+    with pytest.raises(ValueError, match="fp16 needs a CUDA device"):
+        train(make_config(train={"precision": "fp16"}), run_dir=tmp_path, progress=False)
+
+
+@pytest.mark.integration
+def test_resume_after_sigkill_ends_bit_identical(make_config, tmp_path):
+    config = make_config(train={"max_steps": 100, "save_every": 5, "keep_last": 2})
+    train(config, run_dir=tmp_path / "whole", progress=False)
+
+    kill_at = random.Random().randint(10, 80)  # a different step each run
+    save_config(config, tmp_path / "config.yaml")
+    run_dir = tmp_path / "killed"
+    command = [sys.executable, "-m", "aiayn", "train", str(tmp_path / "config.yaml"),
+               "--run-dir", str(run_dir), "--no-progress"]  # fmt: skip
+    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while process.poll() is None and time.monotonic() < deadline:
+        steps = [r["step"] for r in read_metrics(run_dir) if r.get("kind") == "train"]
+        if steps and steps[-1] >= kill_at:
+            os.kill(process.pid, signal.SIGKILL)
+            break
+        time.sleep(0.005)
+    assert process.wait() == -signal.SIGKILL, f"the run ended before the kill at step {kill_at}"
+    assert latest_checkpoint(run_dir).name != "checkpoint-00000100"
+
+    train(config, run_dir=run_dir, resume=True, progress=False)
+    final = Path("checkpoint-00000100") / "model.safetensors"
+    whole = safetensors.torch.load_file(tmp_path / "whole" / final)
+    resumed = safetensors.torch.load_file(run_dir / final)
+    assert whole.keys() == resumed.keys()
+    for name in whole:
+        assert torch.equal(whole[name], resumed[name]), f"{name} differs (killed at {kill_at})"
+    assert train_losses(run_dir) == train_losses(tmp_path / "whole")  # the log reads as one run
+
+
+def test_gradient_accumulation_is_the_gradient_of_the_token_mean(make_config, tmp_path):
+    """Two accumulated batches give the gradient of one loss averaged over all their tokens."""
+    config = make_config(model={"dropout": 0.0}, train={"tokens_per_update": 512, "clip_norm": 0.5})
+    trainer = Trainer(config, tmp_path, DistributedContext())
+    assert trainer.accumulate == 2
+    reference = build_model(trainer.config.model)
+    reference.load_state_dict(trainer.model.state_dict())
+    seen = []
+    trainer.optimizer.step = lambda: seen.extend(p.grad.clone() for p in trainer.model.parameters())
+    batches = [trainer.data.train.make_batch(ix) for ix in ([0, 1, 2], [3, 4, 5, 6, 7])]
+    update = trainer.train_step(batches)
+
+    total, tokens = 0.0, 0
+    for batch in batches:
+        logits = reference(batch.src, batch.tgt_in, batch.src_valid, batch.tgt_valid)
+        out = label_smoothed_cross_entropy(logits, batch.tgt_out, epsilon=0.1, ignore_index=0)
+        total, tokens = total + out.loss, tokens + int(out.n_tokens)
+    (total / tokens).backward()
+    norm = torch.nn.utils.clip_grad_norm_(reference.parameters(), 0.5)
+    assert update.loss == pytest.approx((total / tokens).item(), rel=1e-6)
+    assert update.grad_norm == pytest.approx(float(norm), rel=1e-5) and norm > 0.5
+    expected = [p.grad for p in reference.parameters()]
+    assert len(seen) == len(expected)
+    for got, want in zip(seen, expected, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-8)
+
+
+def test_a_non_finite_loss_skips_the_update(make_config, tmp_path, monkeypatch):
+    calls = []
+
+    def sometimes_nan(logits, target, **kwargs):
+        out = label_smoothed_cross_entropy(logits, target, **kwargs)
+        calls.append(1)
+        if len(calls) == 3:  # the third update
+            return TokenLoss(out.loss * math.nan, out.nll * math.nan, out.n_tokens)
+        return out
+
+    monkeypatch.setattr("aiayn.train.loss.label_smoothed_cross_entropy", sometimes_nan)
+    result = train(make_config(train={"max_steps": 5}), run_dir=tmp_path, progress=False)
+    records = [r for r in read_metrics(tmp_path) if r["kind"] in ("train", "nonfinite")]
+    assert [(r["kind"], r["step"]) for r in records] == [
+        ("train", 1), ("train", 2), ("nonfinite", 2), ("train", 3), ("train", 4), ("train", 5)
+    ]  # fmt: skip
+    assert result.step == 5 and all(math.isfinite(r["loss"]) for r in records[3:])
+
+
+def test_too_many_non_finite_updates_stop_the_run(make_config, tmp_path, monkeypatch):
+    first = make_config(train={"max_steps": 8, "save_every": 4})
+    train(first, run_dir=tmp_path, progress=False)
+    config = make_config(train={"max_steps": 30, "save_every": 4, "max_nonfinite": 3})
+
+    def always_nan(logits, target, **kwargs):
+        out = label_smoothed_cross_entropy(logits, target, **kwargs)
+        return TokenLoss(out.loss + math.inf, out.nll, out.n_tokens)
+
+    monkeypatch.setattr("aiayn.train.loss.label_smoothed_cross_entropy", always_nan)
+    with pytest.raises(NonFiniteLossError, match=r"3 updates in a row .*checkpoint-00000008"):
+        train(config, run_dir=tmp_path, resume=True, progress=False)
+    assert latest_checkpoint(tmp_path).name == "checkpoint-00000008"
+    load_model(tmp_path, "last")
+
+
+def test_a_run_dir_with_checkpoints_needs_resume(make_config, tmp_path):
+    config = make_config(train={"max_steps": 2})
+    train(config, run_dir=tmp_path, progress=False)
+    with pytest.raises(ValueError, match="already holds checkpoints .* --resume"):
+        train(config, run_dir=tmp_path, progress=False)
+    changed = make_config(train={"max_steps": 2}, model={"d_ff": 48})
+    with pytest.raises(ValueError, match="model.d_ff"):
+        train(changed, run_dir=tmp_path, resume=True, progress=False)

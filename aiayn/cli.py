@@ -89,8 +89,75 @@ def run_data_show(args: argparse.Namespace) -> None:
     )
 
 
+def add_train(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train",
+        help="train a translation or language model from a YAML config (torchrun for DDP)",
+    )
+    p.add_argument("config", nargs="?", help="YAML config (default with --resume: RUN_DIR's)")
+    p.add_argument(
+        "--set", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
+        help="override config fields, e.g. --set train.max_steps=2000 model.dropout=0.2",
+    )  # fmt: skip
+    p.add_argument("--run-dir", help="where checkpoints go (default: runs/<config name>)")
+    p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(run=run_train)
+
+
+def run_train(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from aiayn.config import load_config
+    from aiayn.train.checkpoint import CONFIG_FILE
+    from aiayn.train.loop import NonFiniteLossError, default_run_dir, train
+
+    if args.config is None and not (args.resume and args.run_dir):
+        raise ValueError("give a CONFIG, or --resume with --run-dir to continue a run")
+    run_dir = Path(args.run_dir) if args.run_dir else default_run_dir(args.config)
+    config = load_config(args.config or run_dir / CONFIG_FILE, args.set)
+    try:
+        train(config, run_dir=run_dir, resume=args.resume, progress=not args.no_progress)
+    except NonFiniteLossError as error:
+        raise SystemExit(f"aiayn train: stopped: {error}") from None
+
+
+def add_average(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("average", help="average the last checkpoints of a run (§6.1)")
+    p.add_argument("run_dir")
+    p.add_argument("--last", type=int, default=5, help="how many checkpoints (default 5)")
+    p.add_argument("-o", "--out", help="output folder (default: RUN_DIR/averaged)")
+    p.set_defaults(run=run_average)
+
+
+def run_average(args: argparse.Namespace) -> None:
+    from aiayn.train.average import average_checkpoints
+
+    print(f"wrote {average_checkpoints(args.run_dir, last=args.last, out=args.out)}")
+
+
+def add_plot(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("plot", help="draw a run's loss, learning-rate and BLEU curves to PNG")
+    p.add_argument("run_dir")
+    p.add_argument("-o", "--out", help="output folder (default: RUN_DIR/plots)")
+    p.set_defaults(run=run_plot)
+
+
+def run_plot(args: argparse.Namespace) -> None:
+    from aiayn.train.log import plot_run
+
+    for path in plot_run(args.run_dir, args.out):
+        print(f"wrote {path}")
+
+
 # Each entry adds one subcommand; its `run` function takes the parsed arguments.
-SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [add_demo, add_data]
+SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
+    add_demo,
+    add_data,
+    add_train,
+    add_average,
+    add_plot,
+]
 
 
 def build_parser() -> argparse.ArgumentParser:

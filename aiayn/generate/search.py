@@ -221,6 +221,9 @@ class _BeamSearch:
         self.eos_id = self.model.config.eos_id
         self.start_len = state.prefix.size(1)
         self.finished: list[list[Hypothesis]] = [[] for _ in range(state.prefix.size(0))]
+        # Per sentence, the score of its n_best-th finished hypothesis (-inf until it has them).
+        self.threshold = torch.full((state.prefix.size(0),), float("-inf"))
+        self.threshold = self.threshold.to(state.prefix.device)
 
     def start(self, max_lens: Tensor) -> _Beams:
         """k rows per sentence holding the prefix; only the first is live (log P 0, -inf...)."""
@@ -342,6 +345,8 @@ class _BeamSearch:
             hyps = self.finished[i]
             hyps.append(Hypothesis(out, score, lp, lps, finished=ended))
             hyps.sort(key=lambda h: -h.score)  # stable: ties keep the order found
+            if len(hyps) >= self.n_best:
+                self.threshold[i] = hyps[self.n_best - 1].score
 
     def cannot_improve(self, beams: _Beams, step: int) -> Tensor:
         """Per sentence, whether no live hypothesis can beat its `n_best`-th finished one.
@@ -351,18 +356,10 @@ class _BeamSearch:
         every score the sentence's live hypotheses can reach (cp <= 0 can only lower them).
         """
         best_live = beams.scores.view(-1, self.k)[:, 0]
-        largest_lp = torch.maximum(
-            torch.as_tensor(length_penalty(step + 1.0, self.alpha)),
-            length_penalty(beams.max_lens.double(), self.alpha),
-        ).to(best_live.dtype)
-        threshold = torch.tensor(
-            [self._nth_best(i) for i in beams.sentence.tolist()], device=best_live.device
-        )
-        return best_live / largest_lp <= threshold
-
-    def _nth_best(self, sentence: int) -> float:
-        hyps = self.finished[sentence]
-        return hyps[self.n_best - 1].score if len(hyps) >= self.n_best else float("-inf")
+        at_max_len = length_penalty(beams.max_lens.double(), self.alpha)
+        largest_lp = at_max_len.clamp(min=length_penalty(step + 1.0, self.alpha))
+        largest_lp = largest_lp.to(best_live.dtype)
+        return best_live / largest_lp <= self.threshold[beams.sentence]
 
     def rows_of(self, sentences: Tensor) -> Tensor:
         """The k rows of each of `sentences` (positions among the live sentences)."""

@@ -39,3 +39,11 @@ def test_plot_run_draws_pngs(tmp_path):
     assert all(p.read_bytes()[:4] == b"\x89PNG" for p in paths)
     with pytest.raises(FileNotFoundError, match="no metrics"):
         plot_run(tmp_path / "elsewhere")
+
+
+def test_tensorboard_event_files_when_installed(tmp_path):
+    pytest.importorskip("tensorboard", reason="optional: pip install .[tensorboard]")
+    log = MetricsLog(tmp_path)
+    log.append("train", {"step": 1, "loss": 2.0, "bleu_signature": "not a number"})
+    log.close()
+    assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))

@@ -238,6 +238,26 @@ def config_to_dict(config: Any) -> dict[str, Any]:
     return out
 
 
+def config_differences(old: Any, new: Any) -> dict[str, str]:
+    """Dotted keys whose values differ between two configs -> `'old -> new'`."""
+    flat_old, flat_new = _flatten(config_to_dict(old)), _flatten(config_to_dict(new))
+    return {
+        key: f"{flat_old.get(key)} -> {flat_new.get(key)}"
+        for key in sorted(flat_old.keys() | flat_new.keys())
+        if flat_old.get(key) != flat_new.get(key)
+    }
+
+
+def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
 def config_from_dict(raw: Mapping[str, Any], *, source: str = "<dict>") -> RunConfig:
     """Build a RunConfig from nested mappings, checking keys and types; errors name `source`."""
     return _build(RunConfig, raw, source, "")

@@ -143,6 +143,20 @@ def clean_run_dir(run_dir: str | Path) -> None:
                 os.rename(leftover, final)
 
 
+def prepare_run_dir(run_dir: str | Path, *, resume: bool) -> None:
+    """Create the run directory and clean it (`clean_run_dir`); a directory that already holds
+    checkpoints is an error unless the run is being resumed."""
+    run_dir = Path(run_dir)
+    latest = latest_checkpoint(run_dir)
+    if latest is not None and not resume:
+        raise ValueError(
+            f"{run_dir} already holds checkpoints (latest {latest.name}); pass --resume to "
+            "continue that run, or --run-dir for a new one"
+        )
+    run_dir.mkdir(parents=True, exist_ok=True)
+    clean_run_dir(run_dir)
+
+
 def prune_checkpoints(run_dir: str | Path, keep_last: int) -> list[Path]:
     """Delete all but the newest `keep_last` step checkpoints; returns the deleted folders."""
     old = list_checkpoints(run_dir)[:-keep_last] if keep_last > 0 else []

@@ -18,7 +18,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from aiayn.config import RunConfig, config_to_dict, load_config, save_config
+from aiayn.config import RunConfig, config_differences, load_config, save_config
 from aiayn.data.batching import Batch, TokenBatchSampler
 from aiayn.model.transformer import build_model
 from aiayn.train.checkpoint import (
@@ -26,11 +26,11 @@ from aiayn.train.checkpoint import (
     CONFIG_FILE,
     TrainerState,
     checkpoint_dir,
-    clean_run_dir,
     latest_checkpoint,
     load_optimizer_state,
     load_trainer_state,
     load_weights,
+    prepare_run_dir,
     prune_checkpoints,
     rng_state,
     save_checkpoint,
@@ -122,23 +122,18 @@ class Trainer:
     ) -> None:
         self.ctx, self.run_dir, self.progress = ctx, run_dir, progress and ctx.is_main
         if ctx.is_main:
-            _check_run_dir(run_dir, resume)
+            prepare_run_dir(run_dir, resume=resume)
         self.data = load_task_data(config.data, run_dir, ctx, max_len=config.model.max_len)
         self.config = self._settle_config(config, resume)
-        tc = self.config.train
+        tc, data = self.config.train, self.config.data
         if tc.precision == "fp16" and ctx.device.type != "cuda":
             raise ValueError("train.precision fp16 needs a CUDA device; use bf16 on a CPU")
-        random.seed(tc.seed)
-        np.random.seed(tc.seed)
-        torch.manual_seed(tc.seed)  # the same initial weights on every rank
-        self.model = build_model(self.config.model).to(ctx.device).train()
-        torch.manual_seed(tc.seed + 1 + ctx.rank)  # each rank its own dropout masks
+        self.model = self._seeded_model()
         self.optimizer = torch.optim.Adam(
             self.model.parameters(), lr=0.0, betas=tc.betas, eps=tc.adam_eps,
             weight_decay=tc.weight_decay,
         )  # fmt: skip
         self.scaler = torch.amp.GradScaler(ctx.device.type, enabled=tc.precision == "fp16")
-        data = self.config.data
         self.sampler = TokenBatchSampler(
             self.data.train.lengths, data.max_tokens, seed=tc.seed, rank=ctx.rank,
             world_size=ctx.world_size, bucket_size=data.bucket_size,
@@ -339,6 +334,16 @@ class Trainer:
         epoch = self.sampler.epoch + self.sampler.position / max(len(self.sampler), 1)
         return {"step": self.state.step, "epoch": round(epoch, 4)}
 
+    def _seeded_model(self) -> torch.nn.Module:
+        """The same initial weights on every rank; then each rank its own dropout masks."""
+        seed = self.config.train.seed
+        random.seed(seed)
+        np.random.seed(seed)
+        torch.manual_seed(seed)
+        model = build_model(self.config.model).to(self.ctx.device).train()
+        torch.manual_seed(seed + 1 + self.ctx.rank)
+        return model
+
     def _restore(self) -> None:
         """Load the latest checkpoint: weights, optimizer, sampler position, RNG states."""
         path = latest_checkpoint(self.run_dir)
@@ -365,7 +370,7 @@ class Trainer:
         config = config.replace(model=model.replace(vocab_size=tokenizer.vocab_size))
         saved = self.run_dir / CONFIG_FILE
         if resume and saved.is_file():
-            changed = _differences(load_config(saved), config)
+            changed = config_differences(load_config(saved), config)
             fixed = [key for key in changed if key.split(".")[0] in ("model", "data")]
             if fixed:
                 raise ValueError(f"cannot resume {self.run_dir} with a different {fixed}")
@@ -390,34 +395,3 @@ class Trainer:
     def _print(self, message: str) -> None:
         if self.ctx.is_main:
             tqdm.write(message)
-
-
-def _check_run_dir(run_dir: Path, resume: bool) -> None:
-    latest = latest_checkpoint(run_dir)
-    if latest is not None and not resume:
-        raise ValueError(
-            f"{run_dir} already holds checkpoints (latest {latest.name}); pass --resume to "
-            "continue that run, or --run-dir for a new one"
-        )
-    run_dir.mkdir(parents=True, exist_ok=True)
-    clean_run_dir(run_dir)
-
-
-def _differences(old: RunConfig, new: RunConfig) -> dict[str, str]:
-    """Dotted keys whose values differ -> 'old -> new'."""
-    flat_old, flat_new = _flatten(config_to_dict(old)), _flatten(config_to_dict(new))
-    return {
-        key: f"{flat_old.get(key)} -> {flat_new.get(key)}"
-        for key in sorted(flat_old.keys() | flat_new.keys())
-        if flat_old.get(key) != flat_new.get(key)
-    }
-
-
-def _flatten(tree: dict, prefix: str = "") -> dict[str, object]:
-    flat: dict[str, object] = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat

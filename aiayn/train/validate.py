@@ -120,19 +120,19 @@ def translate(
     """Greedy translations of `sources`, batched by length, returned in input order.
 
     Output length is limited to `decode.max_len_a * source length + decode.max_len_b` tokens
-    (and the model's positions); sources longer than the positions are cut.
+    per sentence (and the model's positions); sources longer than the positions are cut.
     """
     limit = config.model.max_len - 1
     ids = [s[:limit] for s in data.tokenizer.encode_batch(sources)]
     lengths = [len(s) + 1 for s in ids]
     sampler = TokenBatchSampler(lengths, max(config.data.max_tokens, max(lengths)), shuffle=False)
     outputs: list[str] = [""] * len(sources)
-    eos = config.model.eos_id
+    eos, decode = config.model.eos_id, config.decode
     for indices in sampler:
         batch = collate([(ids[i], []) for i in indices], index=indices).to(device)
-        max_len = int(config.decode.max_len_a * max(lengths[i] for i in indices))
-        max_len = min(max_len + config.decode.max_len_b, config.model.max_len)
-        out = greedy_search(model, batch.src, batch.src_valid, max_len=max_len).tolist()
+        out = greedy_search(
+            model, batch.src, batch.src_valid, max_len=decode.max_len_b, max_len_a=decode.max_len_a
+        ).tolist()
         for i, row in zip(indices, out, strict=True):
             outputs[i] = data.tokenizer.decode(row[: row.index(eos)] if eos in row else row)
     return outputs

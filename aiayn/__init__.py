@@ -1,5 +1,6 @@
 """aiayn: the Transformer of "Attention Is All You Need" (Vaswani et al., 2017), from the paper."""
 
+from aiayn.api import TextModel, load
 from aiayn.model import (
     PRESETS,
     LanguageModel,
@@ -17,7 +18,9 @@ __all__ = [
     "LanguageModel",
     "ModelConfig",
     "MultiHeadAttention",
+    "TextModel",
     "Transformer",
     "attention",
     "build_model",
+    "load",
 ]

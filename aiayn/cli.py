@@ -150,6 +150,147 @@ def run_plot(args: argparse.Namespace) -> None:
         print(f"wrote {path}")
 
 
+def _model_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run_dir", help="a training run's folder")
+    p.add_argument(
+        "--checkpoint", default="best",
+        help="best, last, averaged, or a checkpoint folder (default: best)",
+    )  # fmt: skip
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default: cpu)")
+
+
+def _search_arguments(p: argparse.ArgumentParser) -> None:
+    """Beam search options; unset ones take the run's `decode` section."""
+    p.add_argument("--beam", type=int, help="beam size; 1 is greedy (run default: 4)")
+    p.add_argument("--alpha", type=float, help="GNMT length penalty (run default: 0.6)")
+    p.add_argument("--coverage", type=float, help="GNMT coverage penalty beta (default: 0)")
+    p.add_argument("--max-len-a", type=float, help="max output length = a * source length + b")
+    p.add_argument("--max-len-b", type=int, help="see --max-len-a")
+    p.add_argument("--min-len", type=int, help="no EOS before this many tokens")
+    p.add_argument(
+        "--long-input", choices=["truncate", "error"],
+        help="inputs longer than the model's positions: cut with a warning, or stop",
+    )  # fmt: skip
+
+
+def _load(args: argparse.Namespace):  # -> aiayn.api.TextModel, imported lazily
+    from aiayn.api import load
+
+    return load(args.run_dir, args.checkpoint, device=args.device).with_decode(
+        beam=getattr(args, "beam", None),
+        alpha=getattr(args, "alpha", None),
+        coverage=getattr(args, "coverage", None),
+        max_len_a=getattr(args, "max_len_a", None),
+        max_len_b=getattr(args, "max_len_b", None),
+        min_len=getattr(args, "min_len", None),
+        long_input=getattr(args, "long_input", None),
+    )
+
+
+def add_translate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "translate", help="translate lines (stdin to stdout, or files); one output line per line"
+    )
+    _model_arguments(p)
+    _search_arguments(p)
+    p.add_argument("-i", "--input", help="input file (default: stdin)")
+    p.add_argument("-o", "--output", help="output file (default: stdout)")
+    p.add_argument(
+        "--max-tokens", type=int, default=6000,
+        help="source tokens x beam per batch (default: 6000)",
+    )  # fmt: skip
+    p.set_defaults(run=run_translate)
+
+
+def run_translate(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    model = _load(args)
+    text = Path(args.input).read_text(encoding="utf-8") if args.input else sys.stdin.read()
+    # Only "\n" ends a line (as `aiayn.data.corpus.read_lines`), so line counts match `wc -l`.
+    lines = [line.removesuffix("\r") for line in text.removesuffix("\n").split("\n")]
+    outputs = model.translate(
+        lines if text else [], max_tokens=args.max_tokens, progress=bool(args.input)
+    )
+    result = "".join(line + "\n" for line in outputs)
+    if args.output:
+        Path(args.output).write_text(result, encoding="utf-8")
+    else:
+        sys.stdout.write(result)
+
+
+def add_generate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("generate", help="continue a prompt with a language model")
+    _model_arguments(p)
+    p.add_argument("--prompt", default="", help="text to continue (default: from BOS)")
+    p.add_argument("--max-new-tokens", type=int, help="most new tokens (run default: 200)")
+    p.add_argument("--temperature", type=float, help="0 is greedy (run default: 1.0)")
+    p.add_argument("--top-k", type=int, help="sample among the k most likely (0: all)")
+    p.add_argument("--top-p", type=float, help="sample within probability mass p (1: all)")
+    p.add_argument("--seed", type=int, help="seed for reproducible samples")
+    p.set_defaults(run=run_generate)
+
+
+def run_generate(args: argparse.Namespace) -> None:
+    model = _load(args)
+    continuation = model.generate(
+        args.prompt,
+        max_new_tokens=args.max_new_tokens,
+        temperature=args.temperature,
+        top_k=args.top_k,
+        top_p=args.top_p,
+        seed=args.seed,
+    )
+    print(args.prompt + continuation)
+
+
+def add_evaluate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "evaluate", help="BLEU and chrF (translation) or perplexity (language model) on a split"
+    )
+    _model_arguments(p)
+    _search_arguments(p)
+    p.add_argument("--split", help="test2016, val, train (multi30k) or valid, train")
+    p.add_argument(
+        "--files", nargs="+", metavar="FILE",
+        help="SOURCE REFERENCE files (translation) or a text file (language model)",
+    )  # fmt: skip
+    p.add_argument("--output", help="write the hypotheses here, one per line")
+    p.add_argument("--context", type=int, help="perplexity window (default: the model's max_len)")
+    p.add_argument("--stride", type=int, help="perplexity stride (default: context / 2)")
+    p.set_defaults(run=run_evaluate)
+
+
+def run_evaluate(args: argparse.Namespace) -> None:
+    model = _load(args)
+    result = model.evaluate(
+        args.split,
+        files=args.files or (),
+        output=args.output,
+        context=args.context,
+        stride=args.stride,
+        progress=True,
+    )
+    print(result)
+
+
+def add_attention(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("attention", help="draw attention heatmaps (PNG) for one sentence")
+    _model_arguments(p)
+    p.add_argument("--source", required=True, help="the sentence (or text, language model)")
+    p.add_argument("--target", help="its translation (default: the model's, greedy)")
+    p.add_argument("-o", "--out", required=True, help="folder for the PNG files")
+    p.add_argument("--layers", type=int, nargs="+", help="0-based layers (default: all)")
+    p.add_argument("--heads", type=int, nargs="+", help="0-based heads (default: all)")
+    p.set_defaults(run=run_attention)
+
+
+def run_attention(args: argparse.Namespace) -> None:
+    maps = _load(args).attention(args.source, target=args.target)
+    for path in maps.plot(args.out, layers=args.layers, heads=args.heads):
+        print(f"wrote {path}")
+
+
 # Each entry adds one subcommand; its `run` function takes the parsed arguments.
 SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     add_demo,
@@ -157,6 +298,10 @@ SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     add_train,
     add_average,
     add_plot,
+    add_translate,
+    add_generate,
+    add_evaluate,
+    add_attention,
 ]
 
 

@@ -1,0 +1,363 @@
+"""The one place text meets the model: `load(run_dir)` returns a `TextModel` that translates,
+generates, evaluates and draws attention maps. The command line and the server sit on it.
+
+    import aiayn
+    model = aiayn.load("runs/multi30k")
+    model.translate(["Ein Hund läuft im Schnee."], beam=4)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from aiayn.config import DecodeConfig, RunConfig
+from aiayn.data.batching import TokenBatchSampler, collate
+from aiayn.data.corpus import multi30k_files, read_lines, read_text, split_text
+from aiayn.data.corpus import tinyshakespeare_text as read_tinyshakespeare
+from aiayn.data.tokenizer import TOKENIZER_FILE, Tokenizer
+from aiayn.evaluate.attention_maps import AttentionMaps, attention_weights
+from aiayn.evaluate.metrics import CorpusScore, bleu, chrf
+from aiayn.evaluate.perplexity import Perplexity, sliding_window_perplexity
+from aiayn.generate.sampling import generate as generate_ids
+from aiayn.generate.search import beam_search, greedy_search
+from aiayn.model.transformer import LanguageModel, Transformer
+from aiayn.train.checkpoint import load_model
+
+DEFAULT_MAX_TOKENS = 6000
+"""Source tokens (padding included) times beam size per decoding batch."""
+
+
+def load(
+    run_dir: str | Path, checkpoint: str = "best", *, device: str | torch.device = "cpu"
+) -> TextModel:
+    """A run's model, tokenizer and decoding settings, ready to use.
+
+    Args:
+        run_dir: A training run's folder (config.yaml, tokenizer.model, checkpoints).
+        checkpoint: `best`, `last`, `averaged`, or a checkpoint folder / .safetensors file.
+        device: Where to run (`cpu`, `cuda`, `cuda:1`, or `auto`).
+    """
+    if str(device) == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    model, config = load_model(run_dir, checkpoint, device=device)
+    tokenizer = Tokenizer.load(Path(run_dir) / TOKENIZER_FILE)
+    if tokenizer.vocab_size != config.model.vocab_size:
+        raise ValueError(
+            f"{run_dir}: tokenizer has {tokenizer.vocab_size} pieces, the model "
+            f"{config.model.vocab_size}"
+        )
+    return TextModel(model, tokenizer, config)
+
+
+@dataclass
+class Evaluation:
+    """Scores of a model on one test set, with everything needed to reproduce them."""
+
+    name: str
+    """What was scored: split or files."""
+    sentences: int
+    seconds: float
+    bleu: CorpusScore | None = None
+    """sacreBLEU on detokenised, cased output against the raw references."""
+    chrf: CorpusScore | None = None
+    bleu_lowercase_13a: CorpusScore | None = None
+    """BLEU of lowercased text, tokenised by sacrebleu's 13a tokeniser: near, not equal to,
+    the lowercased Moses-tokenised BLEU most Multi30k papers report."""
+    perplexity: Perplexity | None = None
+    hypotheses: list[str] | None = None
+
+    def __str__(self) -> str:
+        lines = [f"{self.name}: {self.sentences} segments in {self.seconds:.1f} s"]
+        if self.bleu is not None:
+            lines.append(f"BLEU  {self.bleu.score:6.2f}  {self.bleu.signature}")
+        if self.chrf is not None:
+            lines.append(f"chrF2 {self.chrf.score:6.2f}  {self.chrf.signature}")
+        if self.bleu_lowercase_13a is not None:
+            lines.append(
+                f"BLEU  {self.bleu_lowercase_13a.score:6.2f}  "
+                f"{self.bleu_lowercase_13a.signature}  (lowercased, 13a-tokenised; for "
+                "comparison with tokenised lowercased Multi30k figures, not identical to them)"
+            )
+        if self.perplexity is not None:
+            lines.append(str(self.perplexity))
+        return "\n".join(lines)
+
+
+class TextModel:
+    """A trained model with its tokenizer and decoding settings: text in, text out.
+
+    Decoding options left as None take the run's `decode` section (`DecodeConfig`).
+    """
+
+    def __init__(
+        self, model: Transformer | LanguageModel, tokenizer: Tokenizer, config: RunConfig
+    ) -> None:
+        self.model, self.tokenizer, self.config = model, tokenizer, config
+        self.device = next(model.parameters()).device
+
+    def with_decode(self, **changes: object) -> TextModel:
+        """The same model and tokenizer with some `DecodeConfig` fields changed (None: kept)."""
+        decode = self.decode_options(**changes)
+        return TextModel(self.model, self.tokenizer, self.config.replace(decode=decode))
+
+    @property
+    def is_translation(self) -> bool:
+        return self.config.model.kind == "encoder-decoder"
+
+    def translate(
+        self,
+        sources: Sequence[str],
+        *,
+        beam: int | None = None,
+        alpha: float | None = None,
+        coverage: float | None = None,
+        max_len_a: float | None = None,
+        max_len_b: int | None = None,
+        min_len: int | None = None,
+        long_input: str | None = None,
+        max_tokens: int = DEFAULT_MAX_TOKENS,
+        progress: bool = False,
+        use_cache: bool = True,
+    ) -> list[str]:
+        """Translate sentences; one output per input, in input order.
+
+        Sentences are sorted by length and decoded in batches of about `max_tokens` (source
+        tokens times beam size); an empty (or blank) line gives an empty output. `beam=1` is
+        greedy decoding. A sentence longer than the model's positions is cut with a warning
+        (`long_input="truncate"`) or refused (`"error"`). `use_cache=False` recomputes every
+        prefix at every step (the reference the key/value cache is measured against).
+        """
+        self._need(translation=True)
+        if isinstance(sources, str):
+            raise TypeError("translate takes a list of sentences; wrap one sentence in a list")
+        options = self.decode_options(
+            beam=beam, alpha=alpha, coverage=coverage, max_len_a=max_len_a,
+            max_len_b=max_len_b, min_len=min_len, long_input=long_input,
+        )  # fmt: skip
+        ids = self._encode_sources(sources, options.long_input)
+        todo = [i for i, source_ids in enumerate(ids) if source_ids]
+        outputs = [""] * len(sources)
+        if not todo:
+            return outputs
+        lengths = [len(ids[i]) + 1 for i in todo]
+        budget = max(max_tokens // options.beam, max(lengths))
+        bar = tqdm(total=len(todo), unit="sent", disable=not progress)
+        for batch in TokenBatchSampler(lengths, budget, shuffle=False):
+            rows = [todo[i] for i in batch]
+            translations = self._translate_batch(ids, rows, options, use_cache)
+            for row, output in zip(rows, translations, strict=True):
+                outputs[row] = output
+            bar.update(len(rows))
+        bar.close()
+        return outputs
+
+    def generate(
+        self,
+        prompt: str,
+        *,
+        max_new_tokens: int | None = None,
+        temperature: float | None = None,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        seed: int | None = None,
+        long_input: str | None = None,
+    ) -> str:
+        """Continue `prompt` with a language model; returns the continuation only.
+
+        Temperature 0 is greedy. Stops at EOS, after `max_new_tokens`, or where the model's
+        positions end. A prompt longer than the positions keeps its end (with a warning) or
+        is refused (`long_input="error"`). An empty prompt starts from BOS.
+        """
+        self._need(translation=False)
+        options = self.decode_options(
+            max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
+            seed=seed, long_input=long_input,
+        )  # fmt: skip
+        ids = self.tokenizer.encode(prompt)
+        limit = self.config.model.max_len - 1
+        if len(ids) > limit:
+            ids = self._too_long(ids, limit, options.long_input, "prompt", keep_end=True)
+        new = generate_ids(
+            self.model,
+            torch.tensor(ids, dtype=torch.long, device=self.device),
+            max_new_tokens=options.max_new_tokens,
+            temperature=options.temperature,
+            top_k=options.top_k,
+            top_p=options.top_p,
+            seed=options.seed,
+        ).tolist()
+        new = new[: new.index(self.config.model.eos_id)] if self.config.model.eos_id in new else new
+        before = self.tokenizer.decode(ids)
+        text = self.tokenizer.decode(ids + new)
+        return text[len(before) :] if text.startswith(before) else self.tokenizer.decode(new)
+
+    def attention(self, source: str, *, target: str | None = None, beam: int = 1) -> AttentionMaps:
+        """Every head's attention weights for one sentence (a translation of `source`, or
+        `target` if given), with the subword pieces on each axis. For a language model,
+        `source` is the text."""
+        piece = self.tokenizer.id_to_piece
+        eos, bos = self.config.model.eos_id, self.config.model.bos_id
+        src_ids = self._encode_sources([source], "error")[0]
+        if not self.is_translation:
+            tokens = torch.tensor([src_ids], device=self.device)
+            weights = attention_weights(self.model, None, tokens)
+            pieces = [piece(i) for i in src_ids]
+            return AttentionMaps(pieces, pieces, pieces, None, weights["decoder_self"], None)
+        if target is None:
+            target = self.translate([source], beam=beam)[0]
+        out_ids = [*self.tokenizer.encode(target), eos]
+        src = torch.tensor([[*src_ids, eos]], device=self.device)
+        tgt_in = torch.tensor([[bos, *out_ids[:-1]]], device=self.device)
+        weights = attention_weights(self.model, src, tgt_in)
+        return AttentionMaps(
+            source_pieces=[piece(i) for i in src[0].tolist()],
+            output_pieces=[piece(i) for i in out_ids],
+            input_pieces=[piece(i) for i in tgt_in[0].tolist()],
+            **weights,
+        )
+
+    def evaluate(
+        self,
+        split: str | None = None,
+        *,
+        files: Sequence[str | Path] = (),
+        beam: int | None = None,
+        alpha: float | None = None,
+        output: str | Path | None = None,
+        context: int | None = None,
+        stride: int | None = None,
+        progress: bool = False,
+    ) -> Evaluation:
+        """Score the model on a split of its data set (`test2016`, `val`, ...) or on files:
+        (source, reference) for translation, one text file for a language model.
+
+        Translation: sacreBLEU and chrF on detokenised, cased output, and BLEU on lowercased
+        13a-tokenised text; `output` keeps the hypotheses, one per line; decoding follows
+        `self.config.decode` (see `with_decode`) with `beam` and `alpha` if given. Language
+        model: perplexity with sliding windows of `context` tokens (default: the model's
+        positions) moved by `stride` (default: half of it).
+        """
+        start = time.perf_counter()
+        name = split or " ".join(str(f) for f in files)
+        if self.is_translation:
+            sources, references = self._parallel_text(split, files)
+            hyps = self.translate(sources, beam=beam, alpha=alpha, progress=progress)
+            if output is not None:
+                Path(output).write_text("".join(h + "\n" for h in hyps))
+            return Evaluation(
+                name=name,
+                sentences=len(sources),
+                seconds=time.perf_counter() - start,
+                bleu=bleu(hyps, references),
+                chrf=chrf(hyps, references),
+                bleu_lowercase_13a=bleu(hyps, references, tokenize="13a", lowercase=True),
+                hypotheses=hyps,
+            )
+        if beam is not None or alpha is not None or output is not None:
+            raise ValueError("a language model is scored by perplexity: no beam, alpha, output")
+        text = self._lm_text(split, files)
+        tokens = torch.tensor(self.tokenizer.encode(text), dtype=torch.long)
+        context = context or self.config.model.max_len
+        result = sliding_window_perplexity(
+            self.model, tokens, context=context, stride=stride or max(1, context // 2)
+        )
+        return Evaluation(name, 1, time.perf_counter() - start, perplexity=result)
+
+    def decode_options(self, **changes: object) -> DecodeConfig:
+        """The run's decoding settings with the given (non-None) changes."""
+        given = {key: value for key, value in changes.items() if value is not None}
+        options = dataclasses.replace(self.config.decode, **given)
+        if options.long_input not in ("truncate", "error"):
+            raise ValueError(
+                f"long_input must be 'truncate' or 'error', got {options.long_input!r}"
+            )
+        if options.beam < 1:
+            raise ValueError(f"beam must be at least 1, got {options.beam}")
+        return options
+
+    def _translate_batch(
+        self, ids: list[list[int]], rows: list[int], options: DecodeConfig, use_cache: bool
+    ) -> list[str]:
+        batch = collate([(ids[row], []) for row in rows]).to(self.device)
+        eos = self.config.model.eos_id
+        if options.beam == 1:
+            out = greedy_search(
+                self.model, batch.src, batch.src_valid, max_len=options.max_len_b,
+                max_len_a=options.max_len_a, min_len=options.min_len, use_cache=use_cache,
+            ).tolist()  # fmt: skip
+        else:
+            hyps = beam_search(
+                self.model, batch.src, batch.src_valid, beam_size=options.beam,
+                alpha=options.alpha, coverage=options.coverage, max_len_a=options.max_len_a,
+                max_len_b=options.max_len_b, min_len=options.min_len, use_cache=use_cache,
+            )  # fmt: skip
+            out = [best[0].tokens for best in hyps]
+        texts = [self.tokenizer.decode(row[: row.index(eos)] if eos in row else row) for row in out]
+        return [" ".join(text.splitlines()) for text in texts]  # one line per input, always
+
+    def _encode_sources(self, sources: Sequence[str], long_input: str) -> list[list[int]]:
+        """Token ids per sentence ([] for blank lines), cut to fit the positions with EOS."""
+        limit = self.config.model.max_len - 1
+        ids = self.tokenizer.encode_batch([s if s.strip() else "" for s in sources])
+        for i, source_ids in enumerate(ids):
+            if len(source_ids) > limit:
+                ids[i] = self._too_long(source_ids, limit, long_input, f"input {i + 1}")
+        return ids
+
+    def _too_long(
+        self, ids: list[int], limit: int, long_input: str, what: str, *, keep_end: bool = False
+    ) -> list[int]:
+        message = (
+            f"{what} has {len(ids)} tokens, more than the model's {self.config.model.max_len} "
+            f"positions allow ({limit})"
+        )
+        if long_input == "error":
+            raise ValueError(f"{message}; shorten it or use long_input='truncate'")
+        warnings.warn(
+            f"{message}; kept its {'last' if keep_end else 'first'} {limit}", stacklevel=3
+        )
+        return ids[-limit:] if keep_end else ids[:limit]
+
+    def _need(self, *, translation: bool) -> None:
+        if translation != self.is_translation:
+            have = "translation model" if self.is_translation else "language model"
+            action = "translate" if translation else "generate"
+            raise ValueError(f"this run holds a {have}; it cannot {action}")
+
+    def _parallel_text(
+        self, split: str | None, files: Sequence[str | Path]
+    ) -> tuple[list[str], list[str]]:
+        data = self.config.data
+        if files:
+            if len(files) != 2:
+                raise ValueError(f"give (source file, reference file), got {list(files)}")
+            return read_lines(files[0]), read_lines(files[1])
+        if data.dataset == "multi30k":
+            split = split or "test2016"
+            return (
+                read_lines(multi30k_files(split, data.src, data.data_dir)),
+                read_lines(multi30k_files(split, data.tgt, data.data_dir)),
+            )
+        named = {"train": data.train_files, "valid": data.valid_files}
+        if split not in named:
+            raise ValueError(f"dataset {data.dataset!r} has splits train, valid; got {split!r}")
+        return read_lines(named[split][0]), read_lines(named[split][1])
+
+    def _lm_text(self, split: str | None, files: Sequence[str | Path]) -> str:
+        data = self.config.data
+        if files:
+            return "".join(read_text(f) for f in files)
+        if data.dataset == "tinyshakespeare":
+            return split_text(read_tinyshakespeare(data.data_dir), split or "val")
+        named = {"train": data.train_files, "valid": data.valid_files}
+        if split not in named:
+            raise ValueError(f"dataset {data.dataset!r} has splits train, valid; got {split!r}")
+        return read_text(named[split][0])

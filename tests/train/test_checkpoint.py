@@ -142,3 +142,18 @@ def test_load_model_names_what_is_missing(tmp_path):
     with pytest.raises(ValueError, match="does not fit the model"):
         load_weights(other, tmp_path / "checkpoint-00000001")
     assert resolve_weights(tmp_path, "checkpoint-00000001").parent.name == "checkpoint-00000001"
+
+
+def test_nothing_is_unpickled(tmp_path, monkeypatch):
+    make_run(tmp_path, steps=(1,))
+    calls = []
+    real_load = torch.load
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs.get("weights_only"))
+        return real_load(*args, **kwargs)
+
+    monkeypatch.setattr(checkpoint.torch, "load", spy)
+    load_optimizer_state(tmp_path / "checkpoint-00000001")
+    load_model(tmp_path, "last")
+    assert calls == [True]

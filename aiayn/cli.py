@@ -120,6 +120,11 @@ def run_train(args: argparse.Namespace) -> None:
         train(config, run_dir=run_dir, resume=args.resume, progress=not args.no_progress)
     except NonFiniteLossError as error:
         raise SystemExit(f"aiayn train: stopped: {error}") from None
+    except KeyboardInterrupt:
+        raise SystemExit(
+            f"\naiayn train: interrupted; continue from the last checkpoint with: "
+            f"aiayn train --resume --run-dir {run_dir}"
+        ) from None
 
 
 def add_average(sub: argparse._SubParsersAction) -> None:

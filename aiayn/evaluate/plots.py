@@ -9,11 +9,11 @@ from pathlib import Path
 from typing import Any
 
 CURVES = {
-    "loss": [("train", "loss"), ("valid", "loss")],
-    "lr": [("train", "lr")],
-    "bleu": [("valid", "bleu"), ("valid", "chrf")],
+    "loss": ("loss per target token", [("train", "loss"), ("valid", "loss")]),
+    "lr": ("learning rate", [("train", "lr")]),
+    "bleu": ("score (0-100)", [("valid", "bleu"), ("valid", "chrf")]),
 }
-"""File name -> the (record kind, key) series drawn in it."""
+"""File name -> (y-axis label, the (record kind, key) series drawn in it)."""
 
 
 def plot_curves(records: Sequence[dict[str, Any]], out_dir: Path) -> list[Path]:
@@ -29,7 +29,7 @@ def plot_curves(records: Sequence[dict[str, Any]], out_dir: Path) -> list[Path]:
 
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
-    for name, series in CURVES.items():
+    for name, (ylabel, series) in CURVES.items():
         points = {s: _series(records, *s) for s in series}
         if not any(points.values()):
             continue
@@ -37,7 +37,7 @@ def plot_curves(records: Sequence[dict[str, Any]], out_dir: Path) -> list[Path]:
         for (kind, key), (steps, values) in ((s, p) for s, p in points.items() if p):
             axes.plot(steps, values, label=f"{kind} {key}", marker="o" if kind == "valid" else "")
         axes.set_xlabel("update")
-        axes.set_ylabel(name)
+        axes.set_ylabel(ylabel)
         axes.grid(alpha=0.3)
         axes.legend()
         figure.tight_layout()

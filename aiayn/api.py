@@ -207,6 +207,8 @@ class TextModel:
         eos, bos = self.config.model.eos_id, self.config.model.bos_id
         src_ids = self._encode_sources([source], "error")[0]
         if not self.is_translation:
+            if not src_ids:
+                raise ValueError("attention maps of a language model need some text")
             tokens = torch.tensor([src_ids], device=self.device)
             weights = attention_weights(self.model, None, tokens)
             pieces = [piece(i) for i in src_ids]

@@ -119,5 +119,7 @@ def test_language_model_generates_evaluates_and_refuses_to_translate(lm_run):
     result = lm.evaluate("valid", context=16, stride=8)
     assert result.perplexity.n_tokens > 100 and "stride 8" in str(result)
     assert lm.attention("der hund").decoder_self.shape[:2] == (2, 2)
+    with pytest.raises(ValueError, match="need some text"):
+        lm.attention("")
     with pytest.raises(ValueError, match="cannot translate"):
         lm.translate(["der hund"])

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -28,9 +29,9 @@ def attention(
     """Scaled dot-product attention, Eq. 1.
 
     With `need_weights=True` this computes the formula step by step and returns the attention
-    weights; otherwise it takes the fused `F.scaled_dot_product_attention` path (same result,
-    less memory) and returns None for the weights. A query whose keys are all masked gets a
-    zero output on both paths, never NaN.
+    weights; otherwise it takes the fused `F.scaled_dot_product_attention` path where that is
+    faster (same result, less memory) and returns None for the weights. A query whose keys are
+    all masked gets a zero output on both paths, never NaN.
 
     Args:
         q, k, v: (batch, heads, q_len, d_head), (batch, heads, k_len, d_head) twice.
@@ -48,7 +49,7 @@ def attention(
         # Rows with no key to attend to: let them see everything, then zero their output.
         has_key = mask.any(dim=-1, keepdim=True)  # (batch|1, heads|1, q_len|1, 1)
         mask = mask | ~has_key
-    if not need_weights:
+    if not need_weights and fused_is_faster(q, k):
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
         return (out if mask is None else out * has_key), None
 
@@ -59,7 +60,14 @@ def attention(
     if mask is not None:
         weights = weights * has_key
     out = F.dropout(weights, p=dropout) @ v  # (batch, heads, q_len, d_head)
-    return out, weights
+    return out, (weights if need_weights else None)
+
+
+def fused_is_faster(q: Tensor, k: Tensor) -> bool:
+    """Whether SDPA's fused kernel beats the formula. On CPU in bf16/fp16 the fused kernel is
+    2-6x slower (forward + backward) for keys shorter than 256, the lengths translation trains
+    on, and faster beyond (torch 2.13; `python -m benchmarks.attention`). Elsewhere it wins."""
+    return q.device.type != "cpu" or q.dtype == torch.float32 or k.size(2) >= 256
 
 
 class MultiHeadAttention(nn.Module):

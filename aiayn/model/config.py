@@ -38,6 +38,9 @@ class ModelConfig:
     """P_drop: on sub-layer outputs and on embeddings + positions (§5.4)."""
     attention_dropout: float = 0.0
     """Dropout on attention weights. Not in the paper (tensor2tensor and fairseq offer it)."""
+    activation_dropout: float = 0.0
+    """Dropout on the feed-forward hidden layer. Not in the paper (tensor2tensor's
+    relu_dropout, fairseq's activation_dropout; nn.Transformer always applies `dropout` here)."""
     max_len: int = 1024
     """Longest sequence the positions cover (learned positions need a table this long)."""
     norm_first: bool = False
@@ -72,10 +75,9 @@ class ModelConfig:
         for name in ("vocab_size", "d_model", "n_heads", "d_ff", "max_len"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
-        if not 0.0 <= self.dropout < 1.0 or not 0.0 <= self.attention_dropout < 1.0:
-            raise ValueError(
-                f"dropout must be in [0, 1), got {self.dropout} / {self.attention_dropout}"
-            )
+        for name in ("dropout", "attention_dropout", "activation_dropout"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
         for name in ("pad_id", "unk_id", "bos_id", "eos_id"):
             if not 0 <= getattr(self, name) < self.vocab_size:
                 raise ValueError(

@@ -26,7 +26,7 @@ class FeedForward(nn.Module):
         self.linear1 = nn.Linear(d_model, d_ff)  # W_1, b_1
         self.linear2 = nn.Linear(d_ff, d_model)  # W_2, b_2
         self.activation = F.relu if activation == "relu" else F.gelu
-        # Dropout on the hidden layer, as tensor2tensor's relu_dropout and nn.Transformer do.
+        # Hidden-layer dropout: not in the paper, off by default (ModelConfig.activation_dropout).
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, x: Tensor) -> Tensor:

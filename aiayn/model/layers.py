@@ -51,7 +51,10 @@ class EncoderLayer(nn.Module):
             config.d_model, config.n_heads, dropout=config.attention_dropout, rotary=rotary
         )
         self.feed_forward = FeedForward(
-            config.d_model, config.d_ff, dropout=config.dropout, activation=config.activation
+            config.d_model,
+            config.d_ff,
+            dropout=config.activation_dropout,
+            activation=config.activation,
         )
         self.self_attn_residual = Residual(config)
         self.feed_forward_residual = Residual(config)
@@ -88,7 +91,7 @@ class DecoderLayer(nn.Module):
         )
         self.cross_attn_residual = Residual(config) if cross_attention else None
         self.feed_forward = FeedForward(
-            d_model, config.d_ff, dropout=config.dropout, activation=config.activation
+            d_model, config.d_ff, dropout=config.activation_dropout, activation=config.activation
         )
         self.feed_forward_residual = Residual(config)
 

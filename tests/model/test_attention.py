@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+
 import pytest
 import torch
 from torch import nn
@@ -126,3 +128,22 @@ def test_kept_weights_for_attention_maps():
     mha(x, mask=causal_mask(4))
     assert mha.weights.shape == (1, 2, 4, 4)
     assert (mha.weights[0, :, 0, 1:] == 0).all()
+
+
+def test_fast_path_is_sdpa_in_fp32_and_the_formula_in_bf16_on_cpu(monkeypatch):
+    module = importlib.import_module("aiayn.model.attention")  # the package exports a function
+    calls = []
+    sdpa = module.F.scaled_dot_product_attention
+
+    def counting_sdpa(*args, **kwargs):
+        calls.append(args[0].dtype)
+        return sdpa(*args, **kwargs)
+
+    monkeypatch.setattr(module.F, "scaled_dot_product_attention", counting_sdpa)
+    q, k, v = random_qkv()
+    mask = masks()["causal+padding"]
+    fp32, _ = attention(q, k, v, mask, need_weights=False)
+    bf16, weights = attention(q.bfloat16(), k.bfloat16(), v.bfloat16(), mask, need_weights=False)
+    assert calls == [torch.float32] and weights is None
+    assert bf16.dtype == torch.bfloat16
+    torch.testing.assert_close(bf16.float(), fp32, atol=3e-2, rtol=3e-2)

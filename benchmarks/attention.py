@@ -1,0 +1,118 @@
+"""Attention scaling: time and peak memory of forward + backward against sequence length for
+aiayn's two attention paths (the formula of Eq. 1 and the fused SDPA kernel), fp32 and bf16.
+
+    python -m benchmarks.attention [--quick]          # a table; one child process per point
+    python -m benchmarks.attention --point formula bf16 128   # one point, JSON
+
+Also the evidence for `aiayn.model.attention.fused_is_faster`: on CPU in bf16 the fused kernel
+is the slower path at the short lengths translation trains on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+
+from aiayn.model.attention import attention
+from aiayn.model.masks import causal_mask
+
+LENGTHS = [16, 64, 128, 256, 512, 1024, 2048, 4096]
+TOKENS = 8192  # batch * length held constant, so short sequences are not all overhead
+
+
+def rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def measure(path: str, dtype: str, length: int, heads: int = 8, d_head: int = 64) -> dict:
+    torch.manual_seed(0)
+    batch = max(1, TOKENS // length)
+    kind = torch.bfloat16 if dtype == "bf16" else torch.float32
+    q, k, v = (
+        torch.randn(batch, heads, length, d_head, dtype=kind, requires_grad=True) for _ in range(3)
+    )
+    mask = causal_mask(length)
+
+    def step() -> None:
+        if path == "fused":
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        else:
+            out, _ = attention(q, k, v, mask, need_weights=True)
+        out.float().sum().backward()
+
+    before = rss_mb()
+    step()  # warm-up
+    repeats, start = 0, time.perf_counter()
+    while repeats < 3 or time.perf_counter() - start < 1.0:
+        step()
+        repeats += 1
+    seconds = (time.perf_counter() - start) / repeats
+    return {
+        "path": path,
+        "dtype": dtype,
+        "length": length,
+        "batch": batch,
+        "ms": seconds * 1000,
+        "peak_mb": rss_mb() - before,
+    }
+
+
+def table(rows: list[dict]) -> str:
+    lines = [
+        "| length | batch | formula fp32 ms | fused fp32 ms | formula bf16 ms | fused bf16 ms "
+        "| formula fp32 MB | fused fp32 MB |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    by = {(r["path"], r["dtype"], r["length"]): r for r in rows}
+    for n in sorted({r["length"] for r in rows}):
+        columns = [("formula", "fp32"), ("fused", "fp32"), ("formula", "bf16"), ("fused", "bf16")]
+        cells = [by.get((path, dtype, n)) for path, dtype in columns]
+        times = [f"{c['ms']:.1f}" if c else "-" for c in cells]
+        mems = [f"{c['peak_mb']:.0f}" if c else "-" for c in cells[:2]]
+        batch = next(c["batch"] for c in cells if c)
+        lines.append(f"| {n} | {batch} | " + " | ".join(times + mems) + " |")
+    return "\n".join(lines)
+
+
+def run_all(quick: bool, threads: int | None) -> list[dict]:
+    lengths = [16, 128, 1024] if quick else LENGTHS
+    rows = []
+    for length in lengths:
+        for dtype in ("fp32", "bf16"):
+            for path in ("formula", "fused"):
+                args = ["--point", path, dtype, str(length)]
+                args += ["--threads", str(threads)] if threads else []
+                out = subprocess.run(
+                    [sys.executable, "-m", "benchmarks.attention", *args],
+                    capture_output=True, text=True, check=True,
+                )  # fmt: skip
+                rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--threads", type=int, help="torch threads (default: all cores)")
+    parser.add_argument("--point", nargs=3, metavar=("PATH", "DTYPE", "LENGTH"))
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.point:
+        path, dtype, length = args.point
+        print(json.dumps(measure(path, dtype, int(length))))
+        return
+    rows = run_all(args.quick, args.threads)
+    print(json.dumps(rows))
+    print(table(rows))
+
+
+if __name__ == "__main__":
+    main()

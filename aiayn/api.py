@@ -26,6 +26,7 @@ from aiayn.data.tokenizer import TOKENIZER_FILE, Tokenizer
 from aiayn.evaluate.attention_maps import AttentionMaps, attention_weights
 from aiayn.evaluate.metrics import CorpusScore, bleu, chrf
 from aiayn.evaluate.perplexity import Perplexity, sliding_window_perplexity
+from aiayn.export import FORMATS, export_hf_marian
 from aiayn.generate.sampling import generate as generate_ids
 from aiayn.generate.search import beam_search, greedy_search
 from aiayn.model.transformer import LanguageModel, Transformer
@@ -107,6 +108,15 @@ class TextModel:
         """The same model and tokenizer with some `DecodeConfig` fields changed (None: kept)."""
         decode = self.decode_options(**changes)
         return TextModel(self.model, self.tokenizer, self.config.replace(decode=decode))
+
+    def export(self, out_dir: str | Path, *, format: str = "hf-marian") -> Path:
+        """Write the model in another library's layout: `hf-marian` (transformers'
+        MarianMTModel, which CTranslate2's converter reads; see aiayn/export.py)."""
+        if format not in FORMATS:
+            raise ValueError(f"unknown export format {format!r}; choose from {FORMATS}")
+        self._need(translation=True)
+        proto = self.tokenizer.processor.serialized_model_proto()
+        return export_hf_marian(self.model, out_dir, tokenizer_model=proto)
 
     @property
     def is_translation(self) -> bool:

@@ -296,6 +296,18 @@ def run_attention(args: argparse.Namespace) -> None:
         print(f"wrote {path}")
 
 
+def add_export(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("export", help="write a trained model in another library's layout")
+    _model_arguments(p)
+    p.add_argument("--format", default="hf-marian", choices=["hf-marian"])
+    p.add_argument("-o", "--out", required=True, help="output folder")
+    p.set_defaults(run=run_export)
+
+
+def run_export(args: argparse.Namespace) -> None:
+    print(f"wrote {_load(args).export(args.out, format=args.format)}")
+
+
 # Each entry adds one subcommand; its `run` function takes the parsed arguments.
 SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     add_demo,
@@ -307,6 +319,7 @@ SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     add_generate,
     add_evaluate,
     add_attention,
+    add_export,
 ]
 
 

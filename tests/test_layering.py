@@ -15,7 +15,8 @@ ALLOWED: dict[str, set[str]] = {
     "config": {"model.config"},
     "train": {"train", "model", "data", "generate", "evaluate", "config"},
     "evaluate": {"evaluate", "model", "data", "generate"},
-    "api": {"model", "data", "generate", "train", "evaluate", "config"},
+    "export": {"model"},
+    "api": {"model", "data", "generate", "train", "evaluate", "config", "export"},
     # `aiayn data prepare/show` only touch text files and tokenizers, so the CLI calls
     # aiayn.data.prepare directly (STYLE.md's table routes everything else through api/train).
     "cli": {"api", "config", "train", "data.prepare"},

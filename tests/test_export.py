@@ -1,0 +1,72 @@
+"""`aiayn export --format hf-marian`: transformers' MarianMTModel, loaded from the exported
+folder, computes our logits."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from aiayn.cli import main
+from aiayn.export import check_exportable, export_hf_marian, marian_permutation
+from aiayn.model.transformer import Transformer
+from tests.model.conftest import random_tokens, tiny_config
+from tests.tiny_runs import tiny_run
+
+transformers = pytest.importorskip(
+    "transformers", reason="transformers is needed to load the export (pip install '.[dev]')"
+)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_permutation_puts_sines_first():
+    assert marian_permutation(6).tolist() == [0, 2, 4, 1, 3, 5]
+
+
+def test_marian_loaded_from_the_export_gives_our_logits(tmp_path):
+    torch.manual_seed(0)
+    model = Transformer(tiny_config()).eval()
+    export_hf_marian(model, tmp_path)
+    marian = transformers.MarianMTModel.from_pretrained(tmp_path).eval()
+    src, tgt_in = random_tokens(3, 9, seed=1), random_tokens(3, 6, seed=2)
+    src[1, 5:], src[2, 2:] = 0, 0
+    with torch.no_grad():
+        ours = model(src, tgt_in)
+        theirs = marian(input_ids=src, attention_mask=src != 0, decoder_input_ids=tgt_in).logits
+    torch.testing.assert_close(theirs, ours, atol=1e-5, rtol=1e-5)
+    # The positions we wrote are the ones Marian computes itself (sines first, then cosines),
+    # so a consumer that recomputes them instead of reading them gets the same model.
+    fresh = transformers.MarianMTModel(marian.config)
+    for stack in ("encoder", "decoder"):
+        torch.testing.assert_close(
+            getattr(marian.model, stack).embed_positions.weight,
+            getattr(fresh.model, stack).embed_positions.weight,
+        )
+
+
+def test_options_marian_cannot_express_are_named():
+    with pytest.raises(ValueError, match=r"model.norm_first=True \(needs False\)"):
+        check_exportable(tiny_config(norm_first=True))
+    with pytest.raises(ValueError, match=r"model.positions='rope'"):
+        check_exportable(tiny_config(positions="rope"))
+
+
+def test_export_command_writes_weights_config_and_vocabulary(tmp_path):
+    run_dir = tiny_run(tmp_path, translation=True, steps=2)
+    main(["export", str(run_dir), "--checkpoint", "last", "-o", str(tmp_path / "hf")])
+    config = json.loads((tmp_path / "hf" / "config.json").read_text())
+    assert config["model_type"] == "marian" and config["decoder_start_token_id"] == 2
+    vocab = json.loads((tmp_path / "hf" / "vocab.json").read_text())
+    assert vocab["<pad>"] == 0 and len(vocab) == config["vocab_size"]
+    assert (tmp_path / "hf" / "model.safetensors").is_file()
+    assert (tmp_path / "hf" / "source.spm").read_bytes() == (
+        run_dir / "tokenizer.model"
+    ).read_bytes()

@@ -85,7 +85,9 @@ def training_table(rows: list[dict]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="short runs, small size only")
-    parser.add_argument("--only", default="training", help="comma-separated: training")
+    parser.add_argument(
+        "--only", default="training,decoding", help="comma-separated: training, decoding"
+    )
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results.json"))
     args = parser.parse_args()
     parts = set(args.only.split(","))
@@ -97,12 +99,18 @@ def main() -> None:
         f"Matrix multiply 2048^3: fp32 {c['fp32_gflops']:.0f} GFLOP/s, "
         f"bf16 {c['bf16_gflops']:.0f} GFLOP/s ({c['threads']} threads)"
     ]
+    sizes = ["multi30k"] if args.quick else ["multi30k", "paper-base"]
     if "training" in parts:
         print("training ...", flush=True)
-        sizes = ["multi30k"] if args.quick else ["multi30k", "paper-base"]
         rows = training_rows(sizes, 3.0 if args.quick else 20.0, c)
         results["training"] = rows
         tables.append(training_table(rows))
+    if "decoding" in parts:
+        from benchmarks.decode_race import decoding_rows, decoding_table
+
+        print("decoding ...", flush=True)
+        results["decoding"] = decoding_rows(sizes, quick=args.quick)
+        tables.append(decoding_table(results["decoding"]))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2))
     print("\n\n".join(tables))

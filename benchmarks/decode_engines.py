@@ -1,0 +1,203 @@
+"""One engine of the decoding race in its own process: decode the race's batches greedily and with
+beam search, every output forced to the same number of tokens, timing each setting after one
+warm-up batch (`benchmarks.decode_race` starts one process per engine and compares them).
+
+    python -m benchmarks.decode_engines WORK ENGINE [--threads N] [--batch-sizes 32 1]
+
+Engines take token ids and return token ids: aiayn (`greedy_search`/`beam_search`, cached or
+recomputing every prefix), HF `MarianMTModel.generate`, CTranslate2 `Translator.translate_batch`
+(token strings in and out, mapped through the export's vocabulary). Every engine is told to
+produce exactly `out_len` tokens (EOS suppressed before, decoding stopped at) and never to produce
+pad or BOS, as our search never does. Prints one JSON list of rows as its last line.
+
+Where the engines' searches differ (none changes greedy outputs):
+- Length penalty: aiayn ranks finished hypotheses by log P / ((5 + |Y|) / 6)^alpha (GNMT), HF and
+  CTranslate2 by log P / |Y|^alpha; with every output `out_len` long, no penalty changes which
+  hypothesis wins. HF's default early-stopping heuristic and CTranslate2's patience stop rule
+  differ from our exact bound, which equally matters only for outputs of different lengths.
+- Suppressed tokens: aiayn and HF set them to -inf after the log-softmax, CTranslate2 before it,
+  so its beam scores are renormalised over the allowed tokens (log P - sum log(1 - p(EOS, pad,
+  BOS)); measured to 1e-6 on a tiny model). Hypotheses whose suppressed probability differs are
+  ranked differently: a trained model forced past its EOS moves most.
+- HF would force EOS as the last token (the export's `forced_eos_token_id`, as Marian's); our
+  own GenerationConfig leaves it out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+Decode = Callable[[list[list[int]], int], list[list[int]]]
+"""(sources, beam size) -> one output per source, all as token ids."""
+
+ENGINES = ["aiayn-cached", "aiayn-uncached", "hf", "ct2-float32", "ct2-int8"]
+RACE_FILE = "race.json"
+
+
+@dataclass(frozen=True)
+class Race:
+    """What every engine decodes, written by the parent as `race.json` in the work folder."""
+
+    sources: list[list[int]]  # source ids, each ending with EOS, no padding
+    batches: dict[str, list[list[int]]]  # batch size -> batches of source indices
+    out_len: int  # output tokens every engine must produce
+    beam: int  # beam size of the beam-search settings
+    alpha: float  # length penalty exponent passed to beam search
+    pad_id: int
+    bos_id: int
+    eos_id: int
+
+    @classmethod
+    def read(cls, work: Path) -> Race:
+        return cls(**json.loads((work / RACE_FILE).read_text()))
+
+
+def padded(sources: list[list[int]], pad_id: int):
+    """(batch, longest) tensor of `sources`, right-padded with `pad_id`."""
+    import torch
+
+    src = torch.full((len(sources), max(map(len, sources))), pad_id, dtype=torch.long)
+    for i, ids in enumerate(sources):
+        src[i, : len(ids)] = torch.tensor(ids)
+    return src
+
+
+def aiayn_decoder(work: Path, race: Race, *, use_cache: bool) -> Decode:
+    from aiayn.generate.search import beam_search, greedy_search
+    from benchmarks.race_weights import load_aiayn
+
+    model, n = load_aiayn(work), race.out_len
+
+    def decode(sources: list[list[int]], beam: int) -> list[list[int]]:
+        src = padded(sources, race.pad_id)
+        if beam == 1:
+            out = greedy_search(model, src, max_len=n, min_len=n, use_cache=use_cache)
+            return out.tolist()
+        hyps = beam_search(model, src, beam_size=beam, alpha=race.alpha, max_len_a=0.0,
+                           max_len_b=n, min_len=n, use_cache=use_cache)  # fmt: skip
+        return [best[0].tokens for best in hyps]
+
+    return decode
+
+
+def hf_decoder(work: Path, race: Race) -> Decode:
+    import torch
+    from transformers import GenerationConfig, MarianMTModel
+
+    from benchmarks.race_weights import HF_DIR
+
+    model = MarianMTModel.from_pretrained(work / HF_DIR).eval()
+    ids = dict(pad_token_id=race.pad_id, bos_token_id=race.bos_id, eos_token_id=race.eos_id,
+               decoder_start_token_id=race.bos_id, forced_eos_token_id=None)  # fmt: skip
+    length = dict(max_new_tokens=race.out_len, min_new_tokens=race.out_len)
+    configs = {
+        1: GenerationConfig(**ids, **length, do_sample=False, num_beams=1, use_cache=True,
+                            suppress_tokens=[race.pad_id, race.bos_id]),
+        race.beam: GenerationConfig(**ids, **length, do_sample=False, num_beams=race.beam,
+                                    length_penalty=race.alpha, early_stopping=False,
+                                    use_cache=True, suppress_tokens=[race.pad_id, race.bos_id]),
+    }  # fmt: skip
+
+    @torch.no_grad()
+    def decode(sources: list[list[int]], beam: int) -> list[list[int]]:
+        src = padded(sources, race.pad_id)
+        # A config object of our own, not merged with the model's defaults (which would force
+        # EOS as the last token, as the exported config.json asks of transformers).
+        model.generation_config = configs[beam]
+        out = model.generate(input_ids=src, attention_mask=src != race.pad_id)
+        return out[:, 1:].tolist()  # drop the decoder start token
+
+    return decode
+
+
+def ct2_decoder(work: Path, race: Race, engine: str, threads: int) -> Decode:
+    import ctranslate2
+
+    from benchmarks.race_weights import HF_DIR, read_vocabulary
+
+    translator = ctranslate2.Translator(
+        str(work / engine), device="cpu", inter_threads=1, intra_threads=threads
+    )
+    tokens = read_vocabulary(work / HF_DIR)
+    token_id = {token: i for i, token in enumerate(tokens)}
+    suppress = [[tokens[race.pad_id]], [tokens[race.bos_id]]]
+
+    def decode(sources: list[list[int]], beam: int) -> list[list[int]]:
+        results = translator.translate_batch(
+            [[tokens[i] for i in ids] for ids in sources], beam_size=beam,
+            length_penalty=race.alpha if beam > 1 else 1.0, max_decoding_length=race.out_len,
+            min_decoding_length=race.out_len, suppress_sequences=suppress, max_input_length=0,
+        )  # fmt: skip
+        return [[token_id[t] for t in result.hypotheses[0]] for result in results]
+
+    return decode
+
+
+def build_decoder(work: Path, race: Race, engine: str, threads: int) -> Decode:
+    if engine.startswith("aiayn"):
+        return aiayn_decoder(work, race, use_cache=engine == "aiayn-cached")
+    if engine == "hf":
+        return hf_decoder(work, race)
+    if engine.startswith("ct2"):
+        return ct2_decoder(work, race, engine, threads)
+    raise ValueError(f"unknown engine {engine!r}; choose from {ENGINES}")
+
+
+def run_setting(decode: Decode, race: Race, batch_size: str, beam: int) -> dict:
+    """Decode every batch of one batch size once (after a warm-up batch) and time it."""
+    batches = race.batches[batch_size]
+    decode([race.sources[i] for i in batches[0]], beam)  # warm-up
+    outputs: dict[int, list[int]] = {}
+    start = time.perf_counter()
+    for batch in batches:
+        for i, out in zip(batch, decode([race.sources[i] for i in batch], beam), strict=True):
+            outputs[i] = out
+    seconds = time.perf_counter() - start
+    index = sorted(outputs)
+    tokens = [outputs[i] for i in index]
+    lengths = [len(out) for out in tokens]
+    return {
+        "search": "greedy" if beam == 1 else f"beam {beam}",
+        "batch_size": int(batch_size),
+        "sentences": len(index),
+        "seconds": seconds,
+        "sentences_per_s": len(index) / seconds,
+        "tgt_tokens_per_s": sum(lengths) / seconds,
+        "out_len_min": min(lengths),
+        "out_len_max": max(lengths),
+        "sha256": hashlib.sha256(json.dumps(tokens).encode()).hexdigest()[:16],
+        "index": index,
+        "tokens": tokens,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("work", type=Path, help="work folder written by benchmarks.decode_race")
+    parser.add_argument("engine", choices=ENGINES)
+    parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
+    parser.add_argument("--batch-sizes", nargs="+", default=["32", "1"])
+    args = parser.parse_args()
+    if not args.engine.startswith("ct2"):
+        import torch
+
+        torch.set_num_threads(args.threads)
+    race = Race.read(args.work)
+    decode = build_decoder(args.work, race, args.engine, args.threads)
+    rows = []
+    for batch_size in args.batch_sizes:
+        for beam in (1, race.beam):
+            row = run_setting(decode, race, batch_size, beam)
+            rows.append({"engine": args.engine, "threads": args.threads, **row})
+    print(json.dumps(rows))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,7 +1,7 @@
 """Run every benchmark, each engine in its own child process, back to back on the same batches;
 print a Markdown table of ratios against the anchors and write the figures as JSON.
 
-    python -m benchmarks.run [--quick] [--only training,decoding] [--out benchmarks/results.json]
+    python -m benchmarks.run [--quick] [--only training,decoding,attention] [--out FILE.json]
 
 Absolute figures drift 10-20% between runs on a shared CPU: compare ratios within one run.
 """
@@ -86,7 +86,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="short runs, small size only")
     parser.add_argument(
-        "--only", default="training,decoding", help="comma-separated: training, decoding"
+        "--only",
+        default="training,decoding,attention",
+        help="comma-separated: training, decoding, attention",
     )
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results.json"))
     args = parser.parse_args()
@@ -111,6 +113,12 @@ def main() -> None:
         print("decoding ...", flush=True)
         results["decoding"] = decoding_rows(sizes, quick=args.quick)
         tables.append(decoding_table(results["decoding"]))
+    if "attention" in parts:
+        from benchmarks.attention import run_all, table
+
+        print("attention ...", flush=True)
+        results["attention"] = run_all(args.quick, threads=None)
+        tables.append(table(results["attention"]))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2))
     print("\n\n".join(tables))

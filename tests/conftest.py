@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 SHARED_DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
 
@@ -21,3 +22,14 @@ def data_dir() -> Path:
     if not (SHARED_DATA / "multi30k").is_dir():
         pytest.skip(f"real data not found: set AIAYN_DATA (no {SHARED_DATA})")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models run faster on one torch thread than on several contending for a shared CPU
+    (by orders of magnitude on a loaded 2-core machine). Use with
+    `pytestmark = pytest.mark.usefixtures("one_thread")`."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

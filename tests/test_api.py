@@ -8,7 +8,6 @@ import warnings
 from pathlib import Path
 
 import pytest
-import torch
 
 import aiayn
 from tests.tiny_runs import tiny_run
@@ -24,13 +23,7 @@ def lm_run(tmp_path_factory) -> Path:
     return tiny_run(tmp_path_factory.mktemp("lm"), translation=False)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models decode faster on one thread than on several sharing a loaded CPU."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -6,19 +6,12 @@ from __future__ import annotations
 import io
 
 import pytest
-import torch
 
 from aiayn.api import load
 from aiayn.cli import main
 from tests.tiny_runs import tiny_run
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -4,12 +4,8 @@ contending for a shared CPU (by two orders of magnitude on a loaded 2-core machi
 from __future__ import annotations
 
 import pytest
-import torch
 
 
 @pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def single_thread(one_thread):
+    """Every decoding test runs under tests/conftest.py's `one_thread`."""

@@ -131,7 +131,7 @@ class Trainer:
         self.model = self._seeded_model()
         self.optimizer = torch.optim.Adam(
             self.model.parameters(), lr=0.0, betas=tc.betas, eps=tc.adam_eps,
-            weight_decay=tc.weight_decay,
+            weight_decay=tc.weight_decay, fused=True,  # one kernel per tensor, not ~10
         )  # fmt: skip
         self.scaler = torch.amp.GradScaler(ctx.device.type, enabled=tc.precision == "fp16")
         self.sampler = TokenBatchSampler(

@@ -131,6 +131,9 @@ def add_average(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("average", help="average the last checkpoints of a run (§6.1)")
     p.add_argument("run_dir")
     p.add_argument("--last", type=int, default=5, help="how many checkpoints (default 5)")
+    p.add_argument(
+        "--until", type=int, metavar="STEP", help="only checkpoints at or before this update"
+    )
     p.add_argument("-o", "--out", help="output folder (default: RUN_DIR/averaged)")
     p.set_defaults(run=run_average)
 
@@ -138,7 +141,8 @@ def add_average(sub: argparse._SubParsersAction) -> None:
 def run_average(args: argparse.Namespace) -> None:
     from aiayn.train.average import average_checkpoints
 
-    print(f"wrote {average_checkpoints(args.run_dir, last=args.last, out=args.out)}")
+    out = average_checkpoints(args.run_dir, last=args.last, until=args.until, out=args.out)
+    print(f"wrote {out}")
 
 
 def add_plot(sub: argparse._SubParsersAction) -> None:

@@ -10,28 +10,40 @@ from pathlib import Path
 import safetensors.torch
 import torch
 
-from aiayn.train.checkpoint import AVERAGED_DIR, WEIGHTS_FILE, list_checkpoints
+from aiayn.train.checkpoint import AVERAGED_DIR, WEIGHTS_FILE, checkpoint_step, list_checkpoints
 
 
 def average_checkpoints(
-    run_dir: str | Path, *, last: int = 5, out: str | Path | None = None
+    run_dir: str | Path,
+    *,
+    last: int = 5,
+    until: int | None = None,
+    out: str | Path | None = None,
 ) -> Path:
     """Average the weights of the newest `last` step checkpoints of a run, parameter by
     parameter (accumulated in fp64), into `out/model.safetensors` (default `RUN_DIR/averaged/`).
+
+    With `until`, only checkpoints at or before that update count: what a run stopped there
+    would have averaged (the learning-rate schedules do not depend on the planned length,
+    except cosine).
 
     Returns:
         The written weights file; `load_model(run_dir, "averaged")` loads it.
 
     Raises:
         ValueError: `last` < 1, or the checkpoints hold different tensors.
-        FileNotFoundError: The run has no checkpoints.
+        FileNotFoundError: The run has no checkpoints (at or before `until`).
     """
     if last < 1:
         raise ValueError(f"--last must be at least 1, got {last}")
     run_dir = Path(run_dir)
-    chosen = list_checkpoints(run_dir)[-last:]
+    found = list_checkpoints(run_dir)
+    if until is not None:
+        found = [p for p in found if checkpoint_step(p) <= until]
+    chosen = found[-last:]
     if not chosen:
-        raise FileNotFoundError(f"{run_dir} has no checkpoints to average")
+        before = "" if until is None else f" at or before update {until}"
+        raise FileNotFoundError(f"{run_dir} has no checkpoints{before} to average")
     total: dict[str, torch.Tensor] = {}
     for path in chosen:
         weights = safetensors.torch.load_file(path / WEIGHTS_FILE)

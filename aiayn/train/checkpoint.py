@@ -83,6 +83,14 @@ def list_checkpoints(run_dir: str | Path) -> list[Path]:
     return sorted(found, key=lambda p: p.name)
 
 
+def checkpoint_step(path: str | Path) -> int:
+    """The update a step checkpoint folder was written at (`checkpoint-00001234` -> 1234)."""
+    match = _STEP_DIR.match(Path(path).name)
+    if match is None:
+        raise ValueError(f"{path} is not a step checkpoint folder (checkpoint-NNNNNNNN)")
+    return int(match.group(1))
+
+
 def latest_checkpoint(run_dir: str | Path) -> Path | None:
     checkpoints = list_checkpoints(run_dir)
     return checkpoints[-1] if checkpoints else None

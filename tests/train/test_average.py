@@ -41,3 +41,19 @@ def test_average_needs_checkpoints(tmp_path):
         average_checkpoints(tmp_path)
     with pytest.raises(ValueError, match="at least 1"):
         average_checkpoints(tmp_path, last=0)
+
+
+def test_average_until_a_step_leaves_later_checkpoints_out(tmp_path):
+    save_config(RunConfig(model=TINY), tmp_path / "config.yaml")
+    models = []
+    for step in (10, 20, 30, 40):
+        torch.manual_seed(step)
+        models.append(build_model(TINY))
+        save_checkpoint(checkpoint_dir(tmp_path, step), models[-1], TrainerState(step=step))
+    average_checkpoints(tmp_path, last=2, until=35)
+    averaged, _ = load_model(tmp_path, "averaged")
+    for name, tensor in averaged.state_dict().items():
+        expected = (models[1].state_dict()[name].double() + models[2].state_dict()[name]) / 2
+        torch.testing.assert_close(tensor, expected.float(), msg=name)
+    with pytest.raises(FileNotFoundError, match="at or before update 5"):
+        average_checkpoints(tmp_path, until=5)

@@ -182,9 +182,10 @@ class TextModel:
     ) -> str:
         """Continue `prompt` with a language model; returns the continuation only.
 
-        Temperature 0 is greedy. Stops at EOS, after `max_new_tokens`, or where the model's
-        positions end. A prompt longer than the positions keeps its end (with a warning) or
-        is refused (`long_input="error"`). An empty prompt starts from BOS.
+        Temperature 0 is greedy. Stops at EOS or after `max_new_tokens`; past the model's
+        positions it conditions on the last `max_len` tokens. A prompt longer than the
+        positions keeps its end (with a warning) or is refused (`long_input="error"`).
+        An empty prompt starts from BOS.
         """
         self._need(translation=False)
         options = self.decode_options(

@@ -24,7 +24,9 @@ class DecoderState:
     from BOS) and every row starts with it. With `use_cache`, each call feeds only the positions
     the cache has not seen, and cross-attention computes the memory's keys and values on the
     first call only; without it the whole prefix is recomputed every step (the reference the
-    cache is tested against).
+    cache is tested against). A decoder-only model keeps going past its `max_len` positions on
+    a sliding window: each later step recomputes the last `max_len` tokens without the cache
+    (whose positions would have shifted), as nanoGPT samples.
 
     Args:
         model: A `Transformer` or `LanguageModel`, in eval mode.
@@ -67,10 +69,12 @@ class DecoderState:
             self.source_lengths = src.new_full((src.size(0),), src.size(1))
 
     def max_output_lengths(self, a: float, b: int) -> Tensor:
-        """Per row, floor(a * source length + b) output tokens, at least 1 and at most what
-        the model's positions allow after the prefix. Shape: (rows,)."""
-        positions_left = self.model.config.max_len - self.prefix.size(1) + 1
+        """Per row, floor(a * source length + b) output tokens, at least 1; an encoder-decoder
+        also at most what its decoder's positions allow after BOS. Shape: (rows,)."""
         wanted = (a * self.source_lengths.double() + b).floor().long()
+        if not self.encoder_decoder:  # slides its window past the positions
+            return wanted.clamp(min=1)
+        positions_left = self.model.config.max_len - self.prefix.size(1) + 1
         return wanted.clamp(min=1, max=max(1, positions_left))
 
     def next_logits(self, tokens: Tensor) -> Tensor:
@@ -79,6 +83,10 @@ class DecoderState:
         Args:
             tokens: (rows, len) every token of each row so far, the prefix included.
         """
+        window = self.model.config.max_len
+        if not self.encoder_decoder and tokens.size(1) > window:
+            self.cache = None  # absolute positions shift from now on: recompute the window
+            return self.model(tokens[:, -window:])[:, -1].float()
         new = tokens if self.cache is None else tokens[:, self.cache.length :]
         if self.encoder_decoder:
             logits = self.model.decode(new, self.memory, self.src_valid, cache=self.cache)

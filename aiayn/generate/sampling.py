@@ -83,8 +83,9 @@ def sample(
     Args:
         model: An encoder-decoder, or a decoder-only model (`src` is then the prompt).
         src: (batch, src_len) ids; src_valid defaults to src != pad.
-        max_len: Most output tokens per row, EOS included (fewer if the positions end sooner);
-            with `max_len_a`, floor(max_len_a * source length + max_len) per row.
+        max_len: Most output tokens per row, EOS included (an encoder-decoder: fewer if its
+            positions end sooner); with `max_len_a`, floor(max_len_a * source length +
+            max_len) per row.
         temperature, top_k, top_p: See `sample_tokens` and `filter_logits`.
         seed: Seed of the draws (a `torch.Generator` on the model's device); the same seed,
             inputs and batch give the same outputs. None draws from torch's global generator.
@@ -123,7 +124,8 @@ def generate(
 ) -> Tensor:
     """Continue a prompt with a decoder-only model, sampling (temperature 0: greedy).
 
-    Stops at EOS or after `max_new_tokens`, or where the model's positions end.
+    Stops at EOS or after `max_new_tokens`; past the model's positions it conditions on the
+    last `max_len` tokens (a sliding window).
 
     Args:
         model: A `LanguageModel` in eval mode.

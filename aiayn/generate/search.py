@@ -40,8 +40,9 @@ def greedy_search(
         model: An encoder-decoder, or a decoder-only model (`src` is then the prompt); put it
             in eval mode first.
         src: (batch, src_len) source ids; src_valid defaults to src != pad.
-        max_len: Most output tokens per row, EOS included (fewer if the model's positions end
-            sooner); with `max_len_a`, floor(max_len_a * source length + max_len) per row.
+        max_len: Most output tokens per row, EOS included (an encoder-decoder: fewer if its
+            positions end sooner); with `max_len_a`, floor(max_len_a * source length + max_len)
+            per row.
         min_len: No EOS before this many output tokens.
         use_cache: Decode incrementally on the key/value cache; False recomputes the whole
             prefix each step (the reference the cache is tested against).

@@ -51,8 +51,8 @@ def average_checkpoints(
             raise ValueError(f"{path} holds other tensors than {chosen[0]}")
         for name, tensor in weights.items():
             total[name] = total.get(name, 0) + tensor.double()
-    dtypes = safetensors.torch.load_file(chosen[-1] / WEIGHTS_FILE)
-    averaged = {name: (t / len(chosen)).to(dtypes[name].dtype) for name, t in total.items()}
+    # `weights` still holds the newest checkpoint: the average keeps its dtypes.
+    averaged = {name: (t / len(chosen)).to(weights[name].dtype) for name, t in total.items()}
     out_dir = Path(out) if out is not None else run_dir / AVERAGED_DIR
     out_dir.mkdir(parents=True, exist_ok=True)
     sources = [p.name for p in chosen]

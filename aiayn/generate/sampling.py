@@ -125,7 +125,8 @@ def generate(
     """Continue a prompt with a decoder-only model, sampling (temperature 0: greedy).
 
     Stops at EOS or after `max_new_tokens`; past the model's positions it conditions on the
-    last `max_len` tokens (a sliding window).
+    last `max_len` tokens (a sliding window), so a prompt longer than the positions counts
+    by its last `max_len` tokens.
 
     Args:
         model: A `LanguageModel` in eval mode.
@@ -138,11 +139,6 @@ def generate(
     if model.config.kind != "decoder-only":
         raise ValueError("generate continues a prompt with a decoder-only model; use sample")
     rows = prompt[None] if prompt.dim() == 1 else prompt
-    if rows.size(1) > model.config.max_len:
-        raise ValueError(
-            f"prompt of {rows.size(1)} tokens leaves no room in the model's "
-            f"{model.config.max_len} positions"
-        )
     out = sample(
         model,
         rows,

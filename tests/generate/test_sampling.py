@@ -93,5 +93,9 @@ def test_generate_continues_a_prompt_with_a_language_model():
     assert generate(lm, torch.tensor([], dtype=torch.long), max_new_tokens=3).numel() <= 3
     with pytest.raises(ValueError, match="decoder-only"):
         generate(tiny_model(), prompt)
-    with pytest.raises(ValueError, match="positions"):
-        generate(lm, torch.full((21,), 5))
+    long_prompt = torch.randint(4, 13, (30,), generator=torch.Generator().manual_seed(0))
+    # 30 tokens for 20 positions: the last 20 decide, as in nanoGPT
+    from_end = generate(lm, long_prompt[-20:], max_new_tokens=6, temperature=0.0)
+    from_start = generate(lm, long_prompt[:20], max_new_tokens=6, temperature=0.0)
+    assert torch.equal(generate(lm, long_prompt, max_new_tokens=6, temperature=0.0), from_end)
+    assert not torch.equal(from_end, from_start)

@@ -125,8 +125,8 @@ def generate(
     """Continue a prompt with a decoder-only model, sampling (temperature 0: greedy).
 
     Stops at EOS or after `max_new_tokens`; past the model's positions it conditions on the
-    last `max_len` tokens (a sliding window), so a prompt longer than the positions counts
-    by its last `max_len` tokens.
+    last `max_len` tokens (a sliding window), so of a prompt longer than the positions only
+    the last `max_len` tokens count.
 
     Args:
         model: A `LanguageModel` in eval mode.

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from collections.abc import Callable, Sequence
+
+from aiayn.machine import fit_threads_to_cores
 
 
 def add_demo(sub: argparse._SubParsersAction) -> None:
@@ -339,8 +342,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
+    fit_threads_to_cores()
+    plain_format = warnings.formatwarning
+    warnings.formatwarning = _one_line_warning(f"aiayn {args.command}")
     try:
         args.run(args)
     except (ValueError, FileNotFoundError) as error:
         print(f"aiayn {args.command}: error: {error}", file=sys.stderr)
         raise SystemExit(2) from None
+    finally:
+        warnings.formatwarning = plain_format
+
+
+def _one_line_warning(prefix: str) -> Callable[..., str]:
+    """Warnings as `aiayn CMD: warning: message` lines, without the source line under them."""
+
+    def format_warning(message: Warning | str, *args: object, **kwargs: object) -> str:
+        return f"{prefix}: warning: {message}\n"
+
+    return format_warning

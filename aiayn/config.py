@@ -20,7 +20,8 @@ from aiayn.model.config import ModelConfig
 
 Dataset = Literal["multi30k", "parallel", "tinyshakespeare", "text"]
 TokenizerType = Literal["bpe", "unigram", "char"]
-Precision = Literal["fp32", "bf16", "fp16"]
+Precision = Literal["auto", "fp32", "bf16", "fp16"]
+ResolvedPrecision = Literal["fp32", "bf16", "fp16"]
 Schedule = Literal["noam", "inverse_sqrt", "cosine", "constant"]
 BestMetric = Literal["auto", "bleu", "chrf", "loss"]
 TRANSLATION_DATASETS = ("multi30k", "parallel")
@@ -90,8 +91,14 @@ class TrainConfig:
     """Also stop after this many passes over the training data."""
     device: str = "auto"
     """`auto` (CUDA if available), `cpu`, `cuda` or `cuda:N`."""
-    precision: Precision = "fp32"
-    """`bf16` autocast (CPU or GPU), `fp16` autocast with a GradScaler (GPU only), or `fp32`."""
+    precision: Precision = "auto"
+    """`auto`: bf16 where the device multiplies bf16 natively (CPUs with AVX512-BF16, AMX or ARM
+    BF16; GPUs of compute capability 8.0+), fp16 on GPUs of capability 7.x, else fp32 (see
+    `aiayn/machine.py`); or `bf16` autocast (CPU or GPU), `fp16` autocast with a GradScaler (GPU
+    only), `fp32`."""
+    resolved_precision: ResolvedPrecision | None = None
+    """Written by `aiayn train` into the run's config.yaml: what `precision` resolved to on the
+    machine that trained; a value given here is replaced."""
     betas: tuple[float, float] = (0.9, 0.98)
     """Adam's beta_1, beta_2 (§5.3)."""
     adam_eps: float = 1e-9

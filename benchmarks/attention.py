@@ -20,6 +20,7 @@ import time
 import torch
 import torch.nn.functional as F
 
+from aiayn.machine import describe_machine
 from aiayn.model.attention import attention
 from aiayn.model.masks import causal_mask
 
@@ -81,11 +82,13 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def run_all(quick: bool, threads: int | None) -> list[dict]:
+def run_all(
+    quick: bool, threads: int | None, dtypes: tuple[str, ...] = ("fp32", "bf16")
+) -> list[dict]:
     lengths = [16, 128, 1024] if quick else LENGTHS
     rows = []
     for length in lengths:
-        for dtype in ("fp32", "bf16"):
+        for dtype in dtypes:
             for path in ("formula", "fused"):
                 args = ["--point", path, dtype, str(length)]
                 args += ["--threads", str(threads)] if threads else []
@@ -109,7 +112,8 @@ def main() -> None:
         path, dtype, length = args.point
         print(json.dumps(measure(path, dtype, int(length))))
         return
-    rows = run_all(args.quick, args.threads)
+    native = describe_machine("cpu").native_bf16
+    rows = run_all(args.quick, args.threads, ("fp32", "bf16") if native else ("fp32",))
     print(json.dumps(rows))
     print(table(rows))
 

@@ -22,6 +22,7 @@ import torch
 
 import aiayn
 from aiayn.data.corpus import multi30k_files, read_lines
+from aiayn.machine import describe_machine
 
 
 def test_set(model: aiayn.TextModel, split: str) -> tuple[list[str], list[str]]:
@@ -110,9 +111,7 @@ def main() -> None:
             same = sum(a == b for a, b in zip(outputs[True], outputs[False], strict=True))
             rows[-1]["identical_to_cached"] = same / len(sources)
     machine = {
-        "device": args.device,
-        "threads": torch.get_num_threads(),
-        "torch": torch.__version__,
+        **describe_machine(args.device).to_dict(),
         "python": platform.python_version(),
         "run_dir": str(args.run_dir),
         "checkpoint": args.checkpoint,

@@ -15,7 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-import torch
+from aiayn.machine import describe_machine
 
 TRAINING_ENGINES = ["torch", "marian", "aiayn"]  # the first is the anchor
 
@@ -31,39 +31,37 @@ def child(module: str, *args: str) -> dict:
 
 
 def machine() -> dict:
-    cpu = "unknown"
-    if Path("/proc/cpuinfo").exists():
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    return {
-        "cpu": cpu,
-        "threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-    }
+    """The machine the figures come from (aiayn.machine) and the Python that ran them."""
+    return {**describe_machine("cpu").to_dict(), "python": platform.python_version()}
+
+
+def training_dtypes(native_bf16: bool) -> tuple[str, ...]:
+    """fp32 always (the first-class case on a CPU without native bf16); bf16 only where it is
+    native: elsewhere a bf16 step takes minutes and measures the emulation, not the engines."""
+    return ("fp32", "bf16") if native_bf16 else ("fp32",)
 
 
 def training_rows(sizes: list[str], seconds: float, ceilings: dict) -> list[dict]:
     rows = []
+    peak = ceilings["bf16_gflops"] if ceilings["native_bf16"] else ceilings["fp32_gflops"]
     for size in sizes:
-        for dtype in ("fp32", "bf16"):
+        for dtype in training_dtypes(ceilings["native_bf16"]):
             for engine in TRAINING_ENGINES:
                 args = ["--engine", engine, "--size", size, "--dtype", dtype]
                 row = child("benchmarks.training", *args, "--seconds", str(seconds))
-                row["mfu_bf16_peak"] = row["model_gflops_per_s"] / ceilings["bf16_gflops"]
+                row["mfu"] = row["model_gflops_per_s"] / peak
                 rows.append(row)
                 print(f"  {size} {dtype} {engine}: {row['tgt_tokens_per_s']:.0f} tok/s", flush=True)
     return rows
 
 
-def training_table(rows: list[dict]) -> str:
+def training_table(rows: list[dict], machine: dict) -> str:
     anchor = {
         r["size"]: r for r in rows if r["engine"] == TRAINING_ENGINES[0] and r["dtype"] == "fp32"
     }
+    peak = "bf16" if machine["native_bf16"] else "fp32"
     lines = [
-        "| size | dtype | engine | target tok/s | vs torch fp32 | MFU (bf16 peak) | peak RSS MB "
+        f"| size | dtype | engine | target tok/s | vs torch fp32 | MFU ({peak} peak) | peak RSS MB "
         "| vs torch same dtype |",
         "|---|---|---|---:|---:|---:|---:|---:|",
     ]
@@ -76,8 +74,13 @@ def training_table(rows: list[dict]) -> str:
         lines.append(
             f"| {r['size']} | {r['dtype']} | {r['engine']} | {r['tgt_tokens_per_s']:,.0f} | "
             f"{r['tgt_tokens_per_s'] / anchor[r['size']]['tgt_tokens_per_s']:.2f}x | "
-            f"{r['mfu_bf16_peak']:.0%} | {r['peak_rss_mb']:,.0f} | "
+            f"{r['mfu']:.0%} | {r['peak_rss_mb']:,.0f} | "
             f"{r['tgt_tokens_per_s'] / same['tgt_tokens_per_s']:.2f}x |"
+        )
+    if not machine["native_bf16"]:
+        lines.append(
+            f"\nbf16 rows skipped: {machine['bf16_reason']}, so bf16 matrix multiplies are "
+            "emulated here (see the ceilings) and `precision: auto` trains in fp32."
         )
     return "\n".join(lines)
 
@@ -94,19 +97,21 @@ def main() -> None:
     args = parser.parse_args()
     parts = set(args.only.split(","))
     results: dict = {"machine": machine()}
-    print("ceilings ...", flush=True)
+    print(f"machine: {results['machine']['summary']}\nceilings ...", flush=True)
     results["ceilings"] = child("benchmarks.ceilings")
     c = results["ceilings"]
+    emulated = "" if c["native_bf16"] else ", emulated"
     tables = [
-        f"Matrix multiply 2048^3: fp32 {c['fp32_gflops']:.0f} GFLOP/s, "
-        f"bf16 {c['bf16_gflops']:.0f} GFLOP/s ({c['threads']} threads)"
+        f"Machine: {results['machine']['summary']}",
+        f"Matrix multiply: fp32 {c['fp32_gflops']:.0f} GFLOP/s (2048^3), bf16 "
+        f"{c['bf16_gflops']:.1f} GFLOP/s ({c['bf16_n']}^3{emulated}), {c['threads']} threads",
     ]
     sizes = ["multi30k"] if args.quick else ["multi30k", "paper-base"]
     if "training" in parts:
         print("training ...", flush=True)
         rows = training_rows(sizes, 3.0 if args.quick else 20.0, c)
         results["training"] = rows
-        tables.append(training_table(rows))
+        tables.append(training_table(rows, results["machine"]))
     if "decoding" in parts:
         from benchmarks.decode_race import decoding_rows, decoding_table
 
@@ -117,7 +122,8 @@ def main() -> None:
         from benchmarks.attention import run_all, table
 
         print("attention ...", flush=True)
-        results["attention"] = run_all(args.quick, threads=None)
+        dtypes = training_dtypes(c["native_bf16"])
+        results["attention"] = run_all(args.quick, threads=None, dtypes=dtypes)
         tables.append(table(results["attention"]))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2))

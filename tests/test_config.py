@@ -60,7 +60,7 @@ def test_an_unknown_key_names_file_key_and_a_suggestion(tmp_path):
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        ("train:\n  precision: bf32\n", r"train.precision: 'bf32' is not one of 'fp32', 'bf16'"),
+        ("train:\n  precision: bf32\n", r"train.precision: 'bf32' is not one of 'auto', 'fp32'"),
         ("model:\n  d_model: wide\n", r"model.d_model: expected int, got 'wide'"),
         ("model:\n  dropout: true\n", r"model.dropout: expected float, got True"),
         ("train:\n  betas: [0.9]\n", r"train.betas: expected 2 values"),

@@ -47,7 +47,7 @@ def tiny_run(folder: Path, *, translation: bool, steps: int = 30) -> Path:
                      valid_files=[str(p) for p in valid_files],
                      tokenizer=str(folder / "tokenizer.model"), max_tokens=256, **data),
         "train": dict(max_steps=steps, schedule="constant", lr=3e-3, warmup_steps=5,
-                      eval_every=0, save_every=0, device="cpu", bleu=False),
+                      eval_every=0, save_every=0, device="cpu", bleu=False, precision="fp32"),
     }  # fmt: skip
     run_dir = folder / "run"
     train(config_from_dict(raw), run_dir=run_dir, progress=False)

@@ -11,6 +11,8 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from aiayn.machine import fit_threads_to_cores, usable_cores
+
 
 @dataclass(frozen=True)
 class DistributedContext:
@@ -48,7 +50,7 @@ def setup_distributed(device: str = "auto") -> DistributedContext:
     """Join the process group `torchrun` describes in RANK/WORLD_SIZE/LOCAL_RANK, if any.
 
     A single process (no WORLD_SIZE, or 1) gets a context without a process group. On CPU each
-    of the local processes gets an equal share of the cores.
+    of the local processes gets an equal share of the usable cores (`aiayn.machine`).
     """
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
@@ -59,7 +61,9 @@ def setup_distributed(device: str = "auto") -> DistributedContext:
         dist.init_process_group("nccl" if resolved.type == "cuda" else "gloo")
         if resolved.type == "cpu":
             local = int(os.environ.get("LOCAL_WORLD_SIZE", str(world_size)))
-            torch.set_num_threads(max(1, (os.cpu_count() or 1) // local))
+            torch.set_num_threads(max(1, usable_cores() // local))
+    elif resolved.type == "cpu":
+        fit_threads_to_cores()
     return DistributedContext(rank, local_rank, world_size, resolved)
 
 

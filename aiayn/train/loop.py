@@ -5,9 +5,11 @@ mixed precision, data parallelism, validation, and checkpoints a killed run resu
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
 import time
+import warnings
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
@@ -20,6 +22,7 @@ from tqdm import tqdm
 
 from aiayn.config import RunConfig, config_differences, load_config, save_config
 from aiayn.data.batching import Batch, TokenBatchSampler
+from aiayn.machine import bf16_slowdown, describe_machine, resolve_precision
 from aiayn.model.transformer import build_model
 from aiayn.train.checkpoint import (
     BEST_DIR,
@@ -123,17 +126,21 @@ class Trainer:
         self.ctx, self.run_dir, self.progress = ctx, run_dir, progress and ctx.is_main
         if ctx.is_main:
             prepare_run_dir(run_dir, resume=resume)
+        self.machine = describe_machine(ctx.device)
+        self.precision, self.precision_reason = resolve_precision(
+            config.train.precision, self.machine
+        )
+        if self.precision == "fp16" and ctx.device.type != "cuda":
+            raise ValueError("train.precision fp16 needs a CUDA device; use auto or fp32 on a CPU")
         self.data = load_task_data(config.data, run_dir, ctx, max_len=config.model.max_len)
         self.config = self._settle_config(config, resume)
         tc, data = self.config.train, self.config.data
-        if tc.precision == "fp16" and ctx.device.type != "cuda":
-            raise ValueError("train.precision fp16 needs a CUDA device; use bf16 on a CPU")
         self.model = self._seeded_model()
         self.optimizer = torch.optim.Adam(
             self.model.parameters(), lr=0.0, betas=tc.betas, eps=tc.adam_eps,
             weight_decay=tc.weight_decay, fused=True,  # one kernel per tensor, not ~10
         )  # fmt: skip
-        self.scaler = torch.amp.GradScaler(ctx.device.type, enabled=tc.precision == "fp16")
+        self.scaler = torch.amp.GradScaler(ctx.device.type, enabled=self.precision == "fp16")
         self.sampler = TokenBatchSampler(
             self.data.train.lengths, data.max_tokens, seed=tc.seed, rank=ctx.rank,
             world_size=ctx.world_size, bucket_size=data.bucket_size,
@@ -262,11 +269,10 @@ class Trainer:
         self.saved_step = self.state.step
 
     def autocast(self) -> AbstractContextManager:
-        """bf16 or fp16 autocast as `train.precision` says (fp32: nothing)."""
-        precision = self.config.train.precision
-        if precision == "fp32":
+        """bf16 or fp16 autocast as `train.precision` resolved (fp32: nothing)."""
+        if self.precision == "fp32":
             return nullcontext()
-        dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+        dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
         return torch.autocast(self.ctx.device.type, dtype=dtype)
 
     def _batch_stream(self) -> Iterator[Batch]:
@@ -367,7 +373,10 @@ class Trainer:
         specials = (tokenizer.pad_id, tokenizer.unk_id, tokenizer.bos_id, tokenizer.eos_id)
         if specials != (model.pad_id, model.unk_id, model.bos_id, model.eos_id):
             raise ValueError(f"tokenizer special ids {specials} differ from the model's")
-        config = config.replace(model=model.replace(vocab_size=tokenizer.vocab_size))
+        config = config.replace(
+            model=model.replace(vocab_size=tokenizer.vocab_size),
+            train=dataclasses.replace(config.train, resolved_precision=self.precision),
+        )
         saved = self.run_dir / CONFIG_FILE
         if resume and saved.is_file():
             changed = config_differences(load_config(saved), config)
@@ -385,11 +394,29 @@ class Trainer:
             self._print(note)
         n_params = sum(p.numel() for p in self.model.parameters())
         cfg, ctx = self.config, self.ctx
+        self._print(f"machine: {self.machine.summary()}")
         self._print(
             f"{cfg.model.kind} with {n_params:,} parameters on {ctx.device} x{ctx.world_size}, "
-            f"{cfg.train.precision}; {len(self.data.train)} training examples, "
-            f"{len(self.sampler)} batches per epoch and process, {self.accumulate} per update; "
-            f"run dir {self.run_dir}"
+            f"precision {self.precision} ({self.precision_reason}); {len(self.data.train)} "
+            f"training examples, {len(self.sampler)} batches per epoch and process, "
+            f"{self.accumulate} per update; run dir {self.run_dir}"
+        )
+        self.log.append(
+            "machine",
+            {"step": self.state.step, **self.machine.to_dict(), "precision": self.precision},
+        )
+        if self.precision == "bf16" and not self.machine.native_bf16 and ctx.is_main:
+            self._warn_slow_bf16()
+
+    def _warn_slow_bf16(self) -> None:
+        """One warning for bf16 asked for where the device only emulates it."""
+        cost = ""
+        if self.ctx.device.type == "cpu":
+            cost = f": a bf16 matrix multiply measured {bf16_slowdown():.0f}x slower than fp32 here"
+        warnings.warn(
+            f"train.precision is bf16 but {self.machine.bf16_reason}{cost}; set "
+            "train.precision=auto (or fp32) to train at this machine's full speed",
+            stacklevel=2,
         )
 
     def _print(self, message: str) -> None:

@@ -4,13 +4,16 @@ non-finite updates and stops after too many."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import pytest
@@ -19,6 +22,7 @@ import torch
 
 from aiayn.config import load_config, save_config
 from aiayn.data.tokenizer import Tokenizer
+from aiayn.machine import describe_machine
 from aiayn.model import build_model
 from aiayn.train.checkpoint import latest_checkpoint, list_checkpoints, load_model
 from aiayn.train.distributed import DistributedContext
@@ -64,11 +68,72 @@ def test_language_model_trains_with_the_same_loop(make_lm_config, tmp_path):
     assert config.model.kind == "decoder-only" and type(model).__name__ == "LanguageModel"
 
 
-def test_bf16_autocast_trains_on_the_cpu(make_config, tmp_path):
-    train(make_config(train={"max_steps": 20, "precision": "bf16"}), run_dir=tmp_path,
-          progress=False)  # fmt: skip
+def as_if(native_bf16: bool):
+    """This machine's description, with native bf16 as given (so tests hold on every CPU)."""
+    reason = "this CPU has AMX_BF16" if native_bf16 else "this CPU has no native bf16 (AVX2)"
+    machine = dataclasses.replace(
+        describe_machine("cpu"), native_bf16=native_bf16, bf16_reason=reason
+    )
+    return lambda device: machine
+
+
+@pytest.mark.parametrize("native", [False, True])
+def test_auto_precision_follows_the_machine_and_the_run_keeps_request_and_result(
+    make_config, tmp_path, monkeypatch, capsys, native
+):
+    monkeypatch.setattr("aiayn.train.loop.describe_machine", as_if(native))
+    config = make_config(train={"max_steps": 6, "precision": "auto"})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # auto never warns
+        train(config, run_dir=tmp_path / "auto", progress=False)
+    expected = "bf16" if native else "fp32"
+    saved = load_config(tmp_path / "auto" / "config.yaml").train
+    assert (saved.precision, saved.resolved_precision) == ("auto", expected)
+    header = capsys.readouterr().out
+    assert "machine: " in header and f"precision {expected} (auto: this CPU has" in header
+    machine = next(r for r in read_metrics(tmp_path / "auto") if r["kind"] == "machine")
+    assert machine["precision"] == expected and machine["native_bf16"] is native
+    # the same run with the precision given explicitly: the same losses, bit for bit
+    explicit = make_config(train={"max_steps": 6, "precision": expected})
+    train(explicit, run_dir=tmp_path / expected, progress=False)
+    assert train_losses(tmp_path / "auto") == train_losses(tmp_path / expected)
+    if native:  # and bf16 is really on: fp32 rounds differently
+        fp32 = make_config(train={"max_steps": 6, "precision": "fp32"})
+        train(fp32, run_dir=tmp_path / "fp32", progress=False)
+        assert train_losses(tmp_path / "auto") != train_losses(tmp_path / "fp32")
+
+
+def test_bf16_trains_and_warns_once_with_its_cost_where_it_is_not_native(
+    make_config, tmp_path, monkeypatch
+):
+    monkeypatch.setattr("aiayn.train.loop.describe_machine", as_if(False))
+    config = make_config(train={"max_steps": 20, "precision": "bf16"})
+    with pytest.warns(UserWarning) as caught:
+        train(config, run_dir=tmp_path, progress=False)
+    assert len(caught) == 1
+    assert re.search(
+        r"bf16 but this CPU has no native bf16 .*: a bf16 matrix multiply measured \d+x slower "
+        r"than fp32 here; set train.precision=auto \(or fp32\)", str(caught[0].message)
+    )  # fmt: skip
     losses = train_losses(tmp_path)
     assert all(math.isfinite(x) for x in losses) and losses[-1] < losses[0]
+    monkeypatch.setattr("aiayn.train.loop.describe_machine", as_if(True))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        train(config, run_dir=tmp_path / "native", progress=False)
+
+
+def test_a_run_resumed_on_another_machine_says_its_precision_changed(
+    make_config, tmp_path, monkeypatch, capsys
+):
+    monkeypatch.setattr("aiayn.train.loop.describe_machine", as_if(True))
+    train(make_config(train={"max_steps": 2, "precision": "auto"}), run_dir=tmp_path,
+          progress=False)  # fmt: skip
+    monkeypatch.setattr("aiayn.train.loop.describe_machine", as_if(False))
+    config = make_config(train={"max_steps": 4, "precision": "auto"})
+    train(config, run_dir=tmp_path, resume=True, progress=False)
+    assert "changed setting: train.resolved_precision bf16 -> fp32" in capsys.readouterr().out
+    assert load_config(tmp_path / "config.yaml").train.resolved_precision == "fp32"
 
 
 def test_fp16_needs_a_gpu(make_config, tmp_path):

@@ -45,7 +45,8 @@ def write_text_corpus(folder: Path, seed: int = 1) -> Path:
 
 
 def tiny_config(corpus: Path, **sections: dict) -> RunConfig:
-    """A 1+1-layer d_model 16 translation config on `corpus`; `sections` update its fields."""
+    """A 1+1-layer d_model 16 translation config on `corpus`; `sections` update its fields.
+    fp32, not `auto`: the tests behave the same on CPUs with and without native bf16."""
     raw = {
         "model": dict(d_model=16, n_heads=2, d_ff=32, n_encoder_layers=1, n_decoder_layers=1,
                       max_len=64, dropout=0.1),
@@ -54,7 +55,7 @@ def tiny_config(corpus: Path, **sections: dict) -> RunConfig:
                      str(corpus / "valid.en")], tokenizer=str(corpus / "tokenizer.model"),
                      max_len=64, max_tokens=256),
         "train": dict(max_steps=20, schedule="inverse_sqrt", lr=3e-3, warmup_steps=10,
-                      eval_every=0, save_every=0, log_every=1, device="cpu"),
+                      eval_every=0, save_every=0, log_every=1, device="cpu", precision="fp32"),
     }  # fmt: skip
     for name, fields in sections.items():
         raw.setdefault(name, {}).update(fields)
@@ -70,7 +71,7 @@ def tiny_lm_config(text_corpus: Path, **sections: dict) -> RunConfig:
                      valid_files=[str(text_corpus / "valid.txt")],
                      tokenizer=str(text_corpus / "tokenizer.model"), seq_len=32, max_tokens=256),
         "train": dict(max_steps=20, schedule="inverse_sqrt", lr=3e-3, warmup_steps=10,
-                      eval_every=0, save_every=0, log_every=1, device="cpu"),
+                      eval_every=0, save_every=0, log_every=1, device="cpu", precision="fp32"),
     }  # fmt: skip
     for name, fields in sections.items():
         raw.setdefault(name, {}).update(fields)

@@ -10,6 +10,7 @@ Elsewhere a bf16 matrix multiply is emulated, and on an AVX2 CPU it runs ~100x s
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import platform
@@ -119,6 +120,12 @@ def cpu_native_bf16(
             return True, "this CPU has the ARM BF16 extension"
         return False, "this CPU has no native bf16 (no ARM BF16 extension)"
     return False, f"native bf16 is not known for {arch or 'this'} CPUs"
+
+
+@functools.cache
+def cpu_has_native_bf16() -> bool:
+    """This CPU's `native_bf16`, read once per process (for choices made on every call)."""
+    return describe_machine("cpu").native_bf16
 
 
 def cuda_native_bf16(capability: tuple[int, int]) -> tuple[bool, str]:

@@ -4,8 +4,9 @@ aiayn's two attention paths (the formula of Eq. 1 and the fused SDPA kernel), fp
     python -m benchmarks.attention [--quick]          # a table; one child process per point
     python -m benchmarks.attention --point formula bf16 128   # one point, JSON
 
-Also the evidence for `aiayn.model.attention.fused_is_faster`: on CPU in bf16 the fused kernel
-is the slower path at the short lengths translation trains on.
+Also the evidence for `aiayn.model.attention.fused_is_faster`: on a CPU with native bf16, in
+bf16, the fused kernel is the slower path at the short lengths translation trains on; on a CPU
+without native bf16 only fp32 is measured (`--point formula bf16 128` measures one bf16 point).
 """
 
 from __future__ import annotations

@@ -130,8 +130,12 @@ def test_kept_weights_for_attention_maps():
     assert (mha.weights[0, :, 0, 1:] == 0).all()
 
 
-def test_fast_path_is_sdpa_in_fp32_and_the_formula_in_bf16_on_cpu(monkeypatch):
+@pytest.mark.parametrize("native_bf16", [True, False])
+def test_fast_path_is_sdpa_in_fp32_and_in_bf16_the_faster_one_for_the_cpu(
+    monkeypatch, native_bf16
+):
     module = importlib.import_module("aiayn.model.attention")  # the package exports a function
+    monkeypatch.setattr(module, "cpu_has_native_bf16", lambda: native_bf16)
     calls = []
     sdpa = module.F.scaled_dot_product_attention
 
@@ -144,6 +148,7 @@ def test_fast_path_is_sdpa_in_fp32_and_the_formula_in_bf16_on_cpu(monkeypatch):
     mask = masks()["causal+padding"]
     fp32, _ = attention(q, k, v, mask, need_weights=False)
     bf16, weights = attention(q.bfloat16(), k.bfloat16(), v.bfloat16(), mask, need_weights=False)
-    assert calls == [torch.float32] and weights is None
-    assert bf16.dtype == torch.bfloat16
+    # native bf16: the formula below 256 keys; emulated bf16: the fused kernel
+    assert calls == ([torch.float32] if native_bf16 else [torch.float32, torch.bfloat16])
+    assert weights is None and bf16.dtype == torch.bfloat16
     torch.testing.assert_close(bf16.float(), fp32, atol=3e-2, rtol=3e-2)

@@ -14,7 +14,8 @@ def test_copy_task_is_learned_and_held_out_sequences_are_copied_exactly():
     token's logit over the runner-up (teacher-forced, 300 held-out sequences, AVX2 CPU): at
     500 updates -2.9 (one sequence missed, seed 0), 4.0, 3.5 and 1.7 for seeds 0-3; at 1,000
     updates 4.8, 5.8, 5.5, 6.9, 6.8 and 3.7 for seeds 0-5, and 6.2 for seed 0 on torch's generic
-    kernels (ATEN_CPU_CAPABILITY=default), with torch 2.13 and 2.14 alike."""
+    kernels (ATEN_CPU_CAPABILITY=default), 7.1 with MKL's compatible matrix multiply added
+    (MKL_CBWR=COMPATIBLE), with torch 2.13 and 2.14 alike."""
     task = CopyTask()
     model = train_copy_task(task, steps=1000, seed=0)
     held_out = task.sample(300, torch.Generator().manual_seed(12345))

@@ -7,7 +7,7 @@ import sys
 import warnings
 from collections.abc import Callable, Sequence
 
-from aiayn.machine import fit_threads_to_cores
+from aiayn.machine import describe_machine, fit_threads_to_cores, resolve_precision
 
 
 def add_demo(sub: argparse._SubParsersAction) -> None:
@@ -24,6 +24,32 @@ def run_demo(args: argparse.Namespace) -> None:
     from aiayn.train.copy_task import demo
 
     demo(seconds=args.seconds, seed=args.seed)
+
+
+def add_machine(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("machine", help="describe this machine and the precision `auto` picks on it")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default: cpu)")
+    p.add_argument("--json", action="store_true", help="print the description as JSON")
+    p.set_defaults(run=run_machine)
+
+
+def run_machine(args: argparse.Namespace) -> None:
+    import json
+
+    import torch
+
+    device = args.device
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"--device {args.device}: CUDA is not available")
+    machine = describe_machine(device)
+    precision, reason = resolve_precision("auto", machine)
+    if args.json:
+        print(json.dumps({**machine.to_dict(), "auto_precision": precision}))
+        return
+    print(machine.summary())
+    print(f"precision: auto -> {precision} ({reason.removeprefix('auto: ')})")
 
 
 def add_data(sub: argparse._SubParsersAction) -> None:
@@ -318,6 +344,7 @@ def run_export(args: argparse.Namespace) -> None:
 # Each entry adds one subcommand; its `run` function takes the parsed arguments.
 SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     add_demo,
+    add_machine,
     add_data,
     add_train,
     add_average,

@@ -109,7 +109,7 @@ def cpu_native_bf16(
     if arch in ("x86_64", "AMD64", "i686"):
         has = [name for name in ("avx512_bf16", "amx_bf16") if name in flags]
         if not has:
-            return False, "this CPU has no native bf16 (no AVX512-BF16 or AMX)"
+            return False, "this CPU has no native bf16, lacking AVX512-BF16 and AMX"
         capped = _onednn_caps_bf16(onednn_max_isa)
         if not torch_isa.upper().startswith(("AVX512", "AMX")) or capped:
             cap = f"ONEDNN_MAX_CPU_ISA={onednn_max_isa}" if capped else f"torch kernels {torch_isa}"
@@ -118,7 +118,7 @@ def cpu_native_bf16(
     if arch in ("aarch64", "arm64"):
         if "bf16" in flags:
             return True, "this CPU has the ARM BF16 extension"
-        return False, "this CPU has no native bf16 (no ARM BF16 extension)"
+        return False, "this CPU has no native bf16, lacking the ARM BF16 extension"
     return False, f"native bf16 is not known for {arch or 'this'} CPUs"
 
 

@@ -16,7 +16,7 @@ def rows(dtype: str, speeds: list[float]) -> list[dict]:
 
 def test_without_native_bf16_only_fp32_is_raced_and_the_page_says_why():
     assert training_dtypes(native_bf16=False) == ("fp32",)
-    reason = "this CPU has no native bf16 (no AVX512-BF16 or AMX)"
+    reason = "this CPU has no native bf16, lacking AVX512-BF16 and AMX"
     table = training_table(
         rows("fp32", [100, 110, 150]), {"native_bf16": False, "bf16_reason": reason}
     )

@@ -1,10 +1,14 @@
-"""The command line: the demo runs and prints decoded examples next to their sources."""
+"""The command line: the demo runs and prints decoded examples next to their sources; `machine`
+describes the machine and the precision `auto` picks."""
 
 from __future__ import annotations
+
+import json
 
 import pytest
 
 from aiayn.cli import main
+from aiayn.machine import describe_machine, resolve_precision
 
 
 def test_demo_prints_sources_and_decodings(capsys):
@@ -18,3 +22,18 @@ def test_unknown_command_is_an_error(capsys):
     with pytest.raises(SystemExit):
         main(["fly"])
     assert "invalid choice" in capsys.readouterr().err
+
+
+def test_machine_says_what_auto_picks_and_why(capsys, monkeypatch):
+    main(["machine"])
+    summary, line = capsys.readouterr().out.splitlines()
+    machine = describe_machine("cpu")
+    precision, reason = resolve_precision("auto", machine)
+    assert summary == machine.summary() and machine.cpu_model in summary
+    assert line == f"precision: auto -> {precision} ({reason.removeprefix('auto: ')})"
+    main(["machine", "--json"])
+    record = json.loads(capsys.readouterr().out)
+    assert record["auto_precision"] == precision and record["cpu_flags"] == list(machine.cpu_flags)
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")  # the AVX2 machine, emulated
+    main(["machine"])
+    assert capsys.readouterr().out.splitlines()[1].startswith("precision: auto -> fp32 (this CPU")

@@ -55,7 +55,7 @@ def test_cpuinfo_gives_the_model_and_the_flags_that_matter():
 @pytest.mark.parametrize(
     ("arch", "cpuinfo", "torch_isa", "onednn", "native", "reason"),
     [
-        ("x86_64", EPYC_AVX2, "AVX2", None, False, "no native bf16 (no AVX512-BF16 or AMX)"),
+        ("x86_64", EPYC_AVX2, "AVX2", None, False, "no native bf16, lacking AVX512-BF16 and AMX"),
         ("x86_64", SAPPHIRE_RAPIDS, "AVX512", None, True, "AVX512_BF16/AMX_BF16"),
         ("x86_64", SAPPHIRE_RAPIDS, "AVX512", "AVX512_CORE_AMX", True, "AVX512_BF16"),
         ("x86_64", SAPPHIRE_RAPIDS, "AVX512", "all", True, "AVX512_BF16"),
@@ -64,7 +64,14 @@ def test_cpuinfo_gives_the_model_and_the_flags_that_matter():
         ("x86_64", SAPPHIRE_RAPIDS, "AVX2", None, False, "torch kernels AVX2"),
         ("x86_64", SAPPHIRE_RAPIDS, "AVX512", "AVX512_CORE", False, "ONEDNN_MAX_CPU_ISA"),
         ("aarch64", GRAVITON3, "SVE256", None, True, "ARM BF16 extension"),
-        ("aarch64", "Features\t: fp asimd\n", "DEFAULT", None, False, "no ARM BF16 extension"),
+        (
+            "aarch64",
+            "Features\t: fp asimd\n",
+            "DEFAULT",
+            None,
+            False,
+            "lacking the ARM BF16 extension",
+        ),
         ("riscv64", "", "DEFAULT", None, False, "not known for riscv64"),
     ],
 )

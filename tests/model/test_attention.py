@@ -131,9 +131,7 @@ def test_kept_weights_for_attention_maps():
 
 
 @pytest.mark.parametrize("native_bf16", [True, False])
-def test_fast_path_is_sdpa_in_fp32_and_in_bf16_the_faster_one_for_the_cpu(
-    monkeypatch, native_bf16
-):
+def test_fast_path_is_sdpa_in_fp32_and_in_bf16_the_faster_one_for_the_cpu(monkeypatch, native_bf16):
     module = importlib.import_module("aiayn.model.attention")  # the package exports a function
     monkeypatch.setattr(module, "cpu_has_native_bf16", lambda: native_bf16)
     calls = []

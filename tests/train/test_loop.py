@@ -70,7 +70,8 @@ def test_language_model_trains_with_the_same_loop(make_lm_config, tmp_path):
 
 def as_if(native_bf16: bool):
     """This machine's description, with native bf16 as given (so tests hold on every CPU)."""
-    reason = "this CPU has AMX_BF16" if native_bf16 else "this CPU has no native bf16 (AVX2)"
+    lacking = "this CPU has no native bf16, lacking AVX512-BF16 and AMX"
+    reason = "this CPU has AMX_BF16" if native_bf16 else lacking
     machine = dataclasses.replace(
         describe_machine("cpu"), native_bf16=native_bf16, bf16_reason=reason
     )
@@ -112,8 +113,8 @@ def test_bf16_trains_and_warns_once_with_its_cost_where_it_is_not_native(
         train(config, run_dir=tmp_path, progress=False)
     assert len(caught) == 1
     assert re.search(
-        r"bf16 but this CPU has no native bf16 .*: a bf16 matrix multiply measured \d+x slower "
-        r"than fp32 here; set train.precision=auto \(or fp32\)", str(caught[0].message)
+        r"bf16 but this CPU has no native bf16, lacking .*: a bf16 matrix multiply measured "
+        r"\d+x slower than fp32 here; set train.precision=auto \(or fp32\)", str(caught[0].message)
     )  # fmt: skip
     losses = train_losses(tmp_path)
     assert all(math.isfinite(x) for x in losses) and losses[-1] < losses[0]

@@ -28,6 +28,7 @@ ARM_FLAGS = ("asimd", "sve", "bf16", "i8mm")
 BF16_ONEDNN_ISAS = ("AVX512_CORE_BF16", "AVX10_1_512", "AVX512_CORE_FP16", "AVX512_CORE_AMX")
 """`ONEDNN_MAX_CPU_ISA` values (and those starting with them) that still allow bf16 kernels."""
 
+X86_ARCHES = ("x86_64", "AMD64", "i686")
 Precision = str  # "fp32" | "bf16" | "fp16"
 
 
@@ -60,7 +61,8 @@ class Machine:
     """Its compute capability (8, 0) ..."""
 
     def summary(self) -> str:
-        """`AMD EPYC (x86_64: avx2 fma; no native bf16), 2 cores, 2 threads, torch 2.13.0`."""
+        """`AMD EPYC (x86_64: avx2 fma; torch kernels AVX2), no native bf16, 2 cores, 2 threads,
+        torch 2.13.0`."""
         flags = " ".join(self.cpu_flags) or "no listed flags"
         bf16 = "native bf16" if self.native_bf16 else "no native bf16"
         cpu = f"{self.cpu_model} ({self.arch}: {flags}; torch kernels {self.torch_isa})"
@@ -106,7 +108,7 @@ def cpu_native_bf16(
     x86: AVX512-BF16 or AMX, with torch's kernels at AVX512 or above and `ONEDNN_MAX_CPU_ISA`
     (the matrix-multiply library's cap) unset or at a bf16 level. ARM: the BF16 extension.
     """
-    if arch in ("x86_64", "AMD64", "i686"):
+    if arch in X86_ARCHES:
         has = [name for name in ("avx512_bf16", "amx_bf16") if name in flags]
         if not has:
             return False, "this CPU has no native bf16, lacking AVX512-BF16 and AMX"
@@ -188,16 +190,30 @@ def fit_threads_to_cores() -> int:
 
 
 def _cpu_model_and_flags() -> tuple[str, tuple[str, ...]]:
-    """The CPU's model name and those of the flags that matter, from /proc/cpuinfo (Linux) or
-    sysctl (macOS)."""
+    """The CPU's model name and those of the flags that matter: from /proc/cpuinfo on Linux;
+    elsewhere from torch's own x86 queries, or sysctl on an Apple CPU."""
     cpuinfo = Path("/proc/cpuinfo")
     if cpuinfo.is_file():
         return parse_cpuinfo(cpuinfo.read_text(errors="replace"))
-    if platform.system() == "Darwin":
-        model = _sysctl("machdep.cpu.brand_string") or platform.processor() or "Apple CPU"
-        flags = ("bf16",) if _sysctl("hw.optional.arm.FEAT_BF16") == "1" else ()
-        return model, flags
-    return platform.processor() or "unknown CPU", ()
+    darwin = platform.system() == "Darwin"
+    model = (_sysctl("machdep.cpu.brand_string") if darwin else None) or platform.processor()
+    model = model or "unknown CPU"
+    if platform.machine() in X86_ARCHES:
+        return model, _torch_x86_flags()
+    if darwin and _sysctl("hw.optional.arm.FEAT_BF16") == "1":
+        return model, ("asimd", "bf16")
+    return model, ()
+
+
+def _torch_x86_flags() -> tuple[str, ...]:
+    """The x86 flags as torch's cpuinfo library reads them (where there is no /proc/cpuinfo)."""
+    queries = {
+        "avx2": "_is_avx2_supported", "avx512f": "_is_avx512_supported",
+        "avx512_vnni": "_is_vnni_supported", "avx512_bf16": "_is_avx512_bf16_supported",
+        "amx_tile": "_is_amx_tile_supported",
+    }  # fmt: skip
+    have = {flag for flag, query in queries.items() if getattr(torch.cpu, query, lambda: False)()}
+    return tuple(flag for flag in X86_FLAGS if flag in have)
 
 
 def parse_cpuinfo(text: str) -> tuple[str, tuple[str, ...]]:

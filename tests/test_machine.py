@@ -12,6 +12,7 @@ import torch
 
 from aiayn.machine import (
     Machine,
+    _torch_x86_flags,
     bf16_slowdown,
     cpu_native_bf16,
     cuda_native_bf16,
@@ -123,9 +124,10 @@ def test_this_machine_is_described_as_torch_sees_it():
     assert machine.threads == torch.get_num_threads() and 1 <= machine.cores <= os.cpu_count()
     assert machine.cpu_model in machine.summary() and machine.torch_version in machine.summary()
     if platform.system() == "Linux" and platform.machine() == "x86_64":
-        # our reading of /proc/cpuinfo agrees with torch's own (cpuinfo library) reading
-        assert ("avx512_bf16" in machine.cpu_flags) == torch.cpu._is_avx512_bf16_supported()
-        assert ("avx2" in machine.cpu_flags) == torch.cpu._is_avx2_supported()
+        # our reading of /proc/cpuinfo agrees with torch's own (the fallback elsewhere)
+        from_torch = _torch_x86_flags()
+        for flag in ("avx2", "avx512f", "avx512_bf16", "amx_tile"):
+            assert (flag in machine.cpu_flags) == (flag in from_torch), flag
     record = machine.to_dict()
     assert record["summary"] == machine.summary() and record["cpu_flags"] == list(machine.cpu_flags)
 

@@ -401,9 +401,11 @@ class Trainer:
             f"training examples, {len(self.sampler)} batches per epoch and process, "
             f"{self.accumulate} per update; run dir {self.run_dir}"
         )
+        # no "step" key: a resumed run keeps the record of every machine it ran on, and the
+        # description stays out of TensorBoard's curves
         self.log.append(
             "machine",
-            {"step": self.state.step, **self.machine.to_dict(), "precision": self.precision},
+            {"at_step": self.state.step, **self.machine.to_dict(), "precision": self.precision},
         )
         if self.precision == "bf16" and not self.machine.native_bf16 and ctx.is_main:
             self._warn_slow_bf16()

@@ -23,8 +23,10 @@ VARIANTS = {
 
 @pytest.mark.parametrize("variant", list(VARIANTS))
 def test_cached_logits_equal_recomputed_logits_at_every_step_through_reorders(variant):
+    """45 steps: the self-attention caches grow past their first 16 and 32 slots, and rows
+    are reordered before and after growing."""
     kind, changes = VARIANTS[variant]
-    model = tiny_model(kind, **changes)
+    model = tiny_model(kind, max_len=64, **changes)
     src, src_valid = sources([5, 3, 8, 1], seed=7)
     if kind == "decoder-only":
         src, src_valid = src[:, :3].clamp(min=4), None
@@ -32,10 +34,12 @@ def test_cached_logits_equal_recomputed_logits_at_every_step_through_reorders(va
     uncached = DecoderState(model, src, src_valid, use_cache=False)
     g = torch.Generator().manual_seed(0)
     tokens = cached.prefix
-    for step in range(10):
+    for step in range(45):
         with torch.no_grad():
             a, b = cached.next_logits(tokens), uncached.next_logits(tokens)
-        torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
+        # fp32 rounding of two summation orders (logits up to ~7; identical in fp64); a cache
+        # bug moves logits by tenths
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=0)
         tokens = torch.cat([tokens, torch.randint(4, 13, (tokens.size(0), 1), generator=g)], 1)
         if step == 3:  # rows copied and moved, as beam search does
             index = torch.tensor([1, 1, 0, 3])
@@ -47,6 +51,11 @@ def test_cached_logits_equal_recomputed_logits_at_every_step_through_reorders(va
             for state in (cached, uncached):
                 state.select(keep)
             tokens = tokens[keep]
+        if step == 20:  # after the first growth
+            index = torch.tensor([2, 0, 0])
+            for state in (cached, uncached):
+                state.select(index)
+            tokens = tokens[index]
 
 
 def test_same_source_reorder_keeps_memory_and_matches_recomputation():

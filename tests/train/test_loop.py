@@ -135,6 +135,8 @@ def test_a_run_resumed_on_another_machine_says_its_precision_changed(
     train(config, run_dir=tmp_path, resume=True, progress=False)
     assert "changed setting: train.resolved_precision bf16 -> fp32" in capsys.readouterr().out
     assert load_config(tmp_path / "config.yaml").train.resolved_precision == "fp32"
+    machines = [r for r in read_metrics(tmp_path) if r["kind"] == "machine"]
+    assert [(r["at_step"], r["precision"]) for r in machines] == [(0, "bf16"), (2, "fp32")]
 
 
 def test_fp16_needs_a_gpu(make_config, tmp_path):

@@ -1,0 +1,77 @@
+"""The KV cache against `torch.cat`: growth past the first 16 slots one step at a time and in
+chunks, reorders after growth, cross-attention keys set once and reused."""
+
+from __future__ import annotations
+
+import torch
+
+from aiayn.model.kv_cache import DecoderCache, KVCache
+
+
+def steps(batch: int, lengths: list[int], seed: int = 0) -> list[tuple[torch.Tensor, ...]]:
+    """Random (k, v) chunks of (batch, 2 heads, length, 4)."""
+    g = torch.Generator().manual_seed(seed)
+    return [tuple(torch.randn(batch, 2, n, 4, generator=g) for _ in range(2)) for n in lengths]
+
+
+def test_growth_one_step_at_a_time_keeps_every_position():
+    cache, seen_k, seen_v = KVCache(), [], []
+    for k, v in steps(3, [1] * 40):
+        seen_k.append(k)
+        seen_v.append(v)
+        all_k, all_v = cache.append(k, v)
+        assert torch.equal(all_k, torch.cat(seen_k, dim=2))
+        assert torch.equal(all_v, torch.cat(seen_v, dim=2))
+    assert len(cache) == 40 and cache._k.size(2) >= 40  # grew from 16 twice
+
+
+def test_growth_in_chunks_of_any_size_keeps_every_position():
+    cache = KVCache()
+    chunks = steps(2, [5, 11, 1, 30, 2, 64])  # the 30 and the 64 each outgrow the storage
+    for i, (k, v) in enumerate(chunks):
+        all_k, all_v = cache.append(k, v)
+        assert torch.equal(all_k, torch.cat([c[0] for c in chunks[: i + 1]], dim=2))
+        assert torch.equal(all_v, torch.cat([c[1] for c in chunks[: i + 1]], dim=2))
+    assert len(cache) == 113
+
+
+def test_reorder_after_growth_then_more_growth():
+    cache = KVCache()
+    first, later = steps(3, [20]), steps(3, [1] * 30, seed=1)
+    cache.append(*first[0])
+    index = torch.tensor([2, 0, 2])  # rows copied and dropped, as beam search does
+    cache.reorder(index)
+    ref_k, ref_v = first[0][0][index], first[0][1][index]
+    for k, v in later:  # grows past 32 slots after the reorder
+        ref_k, ref_v = torch.cat([ref_k, k], dim=2), torch.cat([ref_v, v], dim=2)
+        all_k, all_v = cache.append(k, v)
+        assert torch.equal(all_k, ref_k) and torch.equal(all_v, ref_v)
+    keep = torch.tensor([1])
+    cache.reorder(keep)
+    assert torch.equal(cache.k, ref_k[keep]) and torch.equal(cache.v, ref_v[keep])
+
+
+def test_cross_attention_keys_are_set_once_and_reused_through_reorders():
+    memory_k, memory_v = steps(2, [7])[0]
+    cache = KVCache()
+    cache.set(memory_k, memory_v)
+    assert len(cache) == 7 and torch.equal(cache.k, memory_k) and torch.equal(cache.v, memory_v)
+    assert cache.k.data_ptr() == memory_k.data_ptr()  # reused, not copied
+    cache.reorder(torch.tensor([1, 1, 0]))
+    assert torch.equal(cache.k, memory_k[[1, 1, 0]]) and torch.equal(cache.v, memory_v[[1, 1, 0]])
+
+
+def test_decoder_cache_counts_positions_and_reorders_self_attention_alone_on_request():
+    cache = DecoderCache(n_layers=2)
+    assert cache.length == 0 and DecoderCache(0).length == 0
+    (k, v), (mk, mv) = steps(2, [3, 5])
+    for layer in range(2):
+        cache.self_attn[layer].append(k, v)
+        cache.cross_attn[layer].set(mk, mv)
+    assert cache.length == 3
+    index = torch.tensor([1, 0])
+    cache.reorder_self(index)
+    assert torch.equal(cache.self_attn[1].k, k[index])
+    assert cache.cross_attn[1].k.data_ptr() == mk.data_ptr()  # left as it was
+    cache.reorder(index)
+    assert torch.equal(cache.self_attn[0].v, v) and torch.equal(cache.cross_attn[0].k, mk[index])

@@ -193,7 +193,7 @@ class TextModel:
             seed=seed, long_input=long_input,
         )  # fmt: skip
         ids = self.tokenizer.encode(prompt)
-        limit = self.config.model.max_len - 1
+        limit = self.config.model.max_len  # a prompt fills every position (no EOS to make room)
         if len(ids) > limit:
             ids = self._too_long(ids, limit, options.long_input, "prompt", keep_end=True)
         new = generate_ids(
@@ -259,6 +259,8 @@ class TextModel:
         positions) moved by `stride` (default: half of it).
         """
         start = time.perf_counter()
+        if not files:
+            split = split or self._default_split()
         name = split or " ".join(str(f) for f in files)
         if self.is_translation:
             sources, references = self._parallel_text(split, files)
@@ -345,6 +347,12 @@ class TextModel:
             action = "translate" if translation else "generate"
             raise ValueError(f"this run holds a {have}; it cannot {action}")
 
+    def _default_split(self) -> str:
+        """What `evaluate` scores when given neither a split nor files."""
+        return {"multi30k": "test2016", "tinyshakespeare": "val"}.get(
+            self.config.data.dataset, "valid"
+        )
+
     def _parallel_text(
         self, split: str | None, files: Sequence[str | Path]
     ) -> tuple[list[str], list[str]]:
@@ -354,7 +362,6 @@ class TextModel:
                 raise ValueError(f"give (source file, reference file), got {list(files)}")
             return read_lines(files[0]), read_lines(files[1])
         if data.dataset == "multi30k":
-            split = split or "test2016"
             return (
                 read_lines(multi30k_files(split, data.src, data.data_dir)),
                 read_lines(multi30k_files(split, data.tgt, data.data_dir)),
@@ -369,7 +376,7 @@ class TextModel:
         if files:
             return "".join(read_text(f) for f in files)
         if data.dataset == "tinyshakespeare":
-            return split_text(read_tinyshakespeare(data.data_dir), split or "val")
+            return split_text(read_tinyshakespeare(data.data_dir), split)
         named = {"train": data.train_files, "valid": data.valid_files}
         if split not in named:
             raise ValueError(f"dataset {data.dataset!r} has splits train, valid; got {split!r}")

@@ -211,7 +211,7 @@ def _search_arguments(p: argparse.ArgumentParser) -> None:
     )  # fmt: skip
 
 
-def _load(args: argparse.Namespace):  # -> aiayn.api.TextModel, imported lazily
+def _load(args: argparse.Namespace):  # -> aiayn.api.TextModel
     from aiayn.api import load
 
     return load(args.run_dir, args.checkpoint, device=args.device).with_decode(

@@ -111,8 +111,23 @@ def test_language_model_generates_evaluates_and_refuses_to_translate(lm_run):
         lm.generate("katze " * 20, max_new_tokens=3)
     result = lm.evaluate("valid", context=16, stride=8)
     assert result.perplexity.n_tokens > 100 and "stride 8" in str(result)
+    assert str(lm.evaluate(context=16)).startswith("valid: ")  # the split scored is named
     assert lm.attention("der hund").decoder_self.shape[:2] == (2, 2)
     with pytest.raises(ValueError, match="need some text"):
         lm.attention("")
     with pytest.raises(ValueError, match="cannot translate"):
         lm.translate(["der hund"])
+
+
+def test_a_prompt_may_fill_every_position_and_only_a_longer_one_is_cut(lm_run):
+    lm = aiayn.load(lm_run)
+    max_len = lm.config.model.max_len
+    pieces = lm.tokenizer.encode("hund " * 40)
+    fits = lm.tokenizer.decode(pieces[:max_len])
+    assert len(lm.tokenizer.encode(fits)) == max_len
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        lm.generate(fits, max_new_tokens=2, temperature=0.0)
+    too_long = lm.tokenizer.decode(pieces[: max_len + 1])
+    with pytest.warns(UserWarning, match=f"kept its last {max_len}"):
+        lm.generate(too_long, max_new_tokens=2, temperature=0.0)

@@ -83,26 +83,6 @@ def default_out_dir(dataset: str, src: str = "de", tgt: str = "en") -> Path:
     return Path("data") / (f"{dataset}-{src}-{tgt}" if dataset == "multi30k" else dataset)
 
 
-def translation_split(
-    split: str,
-    *,
-    src: str,
-    tgt: str,
-    tokenizer: Tokenizer,
-    data_dir: str | Path | None = None,
-    max_len: int = DEFAULT_MAX_LEN,
-    max_ratio: float = DEFAULT_MAX_RATIO,
-    policy: Policy = "skip",
-    download: bool = True,
-) -> tuple[list[Pair], FilterReport]:
-    """Encoded and filtered (source ids, target ids) pairs of a Multi30k split, with the report."""
-    files = _split_files(split, src, tgt, data_dir, download)
-    pairs_ids = _encode_pairs(tokenizer, read_parallel(*files))
-    return filter_pairs(
-        pairs_ids, max_len=max_len, max_ratio=max_ratio, policy=policy, name=split, files=files
-    )
-
-
 def prepare_translation(
     *,
     src: str = "de",

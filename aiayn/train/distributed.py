@@ -92,15 +92,6 @@ def all_gather_objects(value: Any, ctx: DistributedContext) -> list[Any]:
     return gathered
 
 
-def broadcast_object(value: Any, ctx: DistributedContext) -> Any:
-    """Rank 0's `value` on every rank."""
-    if not ctx.distributed:
-        return value
-    box = [value]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]
-
-
 def barrier(ctx: DistributedContext) -> None:
     """Wait until every rank gets here."""
     if ctx.distributed:

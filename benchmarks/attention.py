@@ -13,9 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
-import subprocess
-import sys
 import time
 
 import torch
@@ -24,13 +21,10 @@ import torch.nn.functional as F
 from aiayn.machine import describe_machine
 from aiayn.model.attention import attention
 from aiayn.model.masks import causal_mask
+from benchmarks.harness import child, peak_rss_mb
 
 LENGTHS = [16, 64, 128, 256, 512, 1024, 2048, 4096]
 TOKENS = 8192  # batch * length held constant, so short sequences are not all overhead
-
-
-def rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def measure(path: str, dtype: str, length: int, heads: int = 8, d_head: int = 64) -> dict:
@@ -49,7 +43,7 @@ def measure(path: str, dtype: str, length: int, heads: int = 8, d_head: int = 64
             out, _ = attention(q, k, v, mask, need_weights=True)
         out.float().sum().backward()
 
-    before = rss_mb()
+    before = peak_rss_mb()
     step()  # warm-up
     repeats, start = 0, time.perf_counter()
     while repeats < 3 or time.perf_counter() - start < 1.0:
@@ -62,7 +56,7 @@ def measure(path: str, dtype: str, length: int, heads: int = 8, d_head: int = 64
         "length": length,
         "batch": batch,
         "ms": seconds * 1000,
-        "peak_mb": rss_mb() - before,
+        "peak_mb": peak_rss_mb() - before,
     }
 
 
@@ -93,11 +87,7 @@ def run_all(
             for path in ("formula", "fused"):
                 args = ["--point", path, dtype, str(length)]
                 args += ["--threads", str(threads)] if threads else []
-                out = subprocess.run(
-                    [sys.executable, "-m", "benchmarks.attention", *args],
-                    capture_output=True, text=True, check=True,
-                )  # fmt: skip
-                rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
+                rows.append(child("benchmarks.attention", *args))
     return rows
 
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 from dataclasses import asdict, dataclass, replace
@@ -30,6 +29,7 @@ from aiayn.model.config import ModelConfig
 from aiayn.model.transformer import Transformer
 from benchmarks.decode_engines import ENGINES, RACE_FILE
 from benchmarks.engines import SIZES
+from benchmarks.harness import child, machine
 from benchmarks.race_weights import random_model, write_weights
 
 REFERENCE = "aiayn-uncached"
@@ -37,7 +37,6 @@ CT2_BEAM = (
     "; CTranslate2 renormalises log-probs over the tokens it may produce (EOS before the "
     "forced length, pad, BOS), aiayn and HF do not (see benchmarks/decode_engines.py)"
 )
-ROOT = Path(__file__).resolve().parent.parent
 
 
 @dataclass(frozen=True)
@@ -97,13 +96,8 @@ def write_race(work: Path, model: Transformer, settings: RaceSettings) -> None:
 
 def run_engine(work: Path, engine: str, threads: int, batch_sizes: list[str]) -> list[dict]:
     """Run one engine in a child process; its rows (with output tokens)."""
-    command = [sys.executable, "-m", "benchmarks.decode_engines", str(work), engine,
-               "--threads", str(threads), "--batch-sizes", *batch_sizes]  # fmt: skip
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
-    result = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, env=env)
-    if result.returncode != 0:
-        raise RuntimeError(f"{' '.join(command)} failed:\n{result.stderr[-3000:]}")
-    return json.loads(result.stdout.strip().splitlines()[-1])
+    args = [str(work), engine, "--threads", str(threads), "--batch-sizes", *batch_sizes]
+    return child("benchmarks.decode_engines", *args, threads=threads)
 
 
 def compare_to_reference(rows: list[dict]) -> None:
@@ -269,8 +263,6 @@ def main() -> None:
 
 def write_results(out: Path, rows: list[dict]) -> None:
     """The rows and the machine they ran on, as JSON."""
-    from benchmarks.run import machine
-
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"machine": machine(), "decoding": rows}, indent=2))
 

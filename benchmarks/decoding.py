@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import time
 from pathlib import Path
 
@@ -22,7 +21,7 @@ import torch
 
 import aiayn
 from aiayn.data.corpus import multi30k_files, read_lines
-from aiayn.machine import describe_machine
+from benchmarks.harness import machine as harness_machine
 
 
 def test_set(model: aiayn.TextModel, split: str) -> tuple[list[str], list[str]]:
@@ -111,8 +110,7 @@ def main() -> None:
             same = sum(a == b for a, b in zip(outputs[True], outputs[False], strict=True))
             rows[-1]["identical_to_cached"] = same / len(sources)
     machine = {
-        **describe_machine(args.device).to_dict(),
-        "python": platform.python_version(),
+        **harness_machine(args.device),
         "run_dir": str(args.run_dir),
         "checkpoint": args.checkpoint,
         "split": args.split,

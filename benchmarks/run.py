@@ -10,29 +10,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
-import subprocess
-import sys
 from pathlib import Path
 
-from aiayn.machine import describe_machine
+from benchmarks.attention import run_all, table
+from benchmarks.decode_race import decoding_rows, decoding_table
+from benchmarks.harness import child, machine
 
 TRAINING_ENGINES = ["torch", "marian", "aiayn"]  # the first is the anchor
-
-
-def child(module: str, *args: str) -> dict:
-    """Run `python -m module args` and parse the JSON it prints last."""
-    result = subprocess.run(
-        [sys.executable, "-m", module, *args], capture_output=True, text=True, check=False
-    )
-    if result.returncode != 0:
-        raise RuntimeError(f"{module} {' '.join(args)} failed:\n{result.stderr[-3000:]}")
-    return json.loads(result.stdout.strip().splitlines()[-1])
-
-
-def machine() -> dict:
-    """The machine the figures come from (aiayn.machine) and the Python that ran them."""
-    return {**describe_machine("cpu").to_dict(), "python": platform.python_version()}
 
 
 def training_dtypes(native_bf16: bool) -> tuple[str, ...]:
@@ -113,14 +97,10 @@ def main() -> None:
         results["training"] = rows
         tables.append(training_table(rows, results["machine"]))
     if "decoding" in parts:
-        from benchmarks.decode_race import decoding_rows, decoding_table
-
         print("decoding ...", flush=True)
         results["decoding"] = decoding_rows(sizes, quick=args.quick)
         tables.append(decoding_table(results["decoding"]))
     if "attention" in parts:
-        from benchmarks.attention import run_all, table
-
         print("attention ...", flush=True)
         dtypes = training_dtypes(c["native_bf16"])
         results["attention"] = run_all(args.quick, threads=None, dtypes=dtypes)

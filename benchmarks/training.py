@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import time
 from contextlib import nullcontext
 
@@ -18,6 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from benchmarks.engines import BOS, BUILDERS, EOS, PAD, SIZES, Size
+from benchmarks.harness import peak_rss_mb
 
 
 def multi30k_like_batches(
@@ -44,10 +44,6 @@ def multi30k_like_batches(
             tgt[i, t + 1] = EOS
         batches.append((src, tgt[:, :-1], tgt[:, 1:]))
     return batches
-
-
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def run(engine: str, size_name: str, dtype: str, seconds: float, tgt_tokens: int) -> dict:

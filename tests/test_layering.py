@@ -5,7 +5,9 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-PACKAGE = Path(__file__).resolve().parent.parent / "aiayn"
+REPO = Path(__file__).resolve().parent.parent
+PACKAGE = REPO / "aiayn"
+BENCHMARKS = REPO / "benchmarks"
 
 # part -> parts of aiayn it may import (a part is a subpackage or a top-level module)
 ALLOWED: dict[str, set[str]] = {
@@ -32,18 +34,28 @@ def part_of(path: Path) -> str:
     return relative.parts[0] if len(relative.parts) > 1 else relative.stem
 
 
-def imported_parts(path: Path) -> set[str]:
-    parts = set()
+def imported_names(path: Path, root: Path = REPO) -> set[str]:
+    """Every dotted name `path` imports, anywhere in it (lazy imports in functions too), with
+    relative imports resolved against the file's own package (its folders below `root`)."""
+    inside = path.is_relative_to(root)
+    package = path.relative_to(root).with_suffix("").parts[:-1] if inside else ()
+    names = set()
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
-        names = []
         if isinstance(node, ast.Import):
-            names = [alias.name for alias in node.names]
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            names = [f"{node.module}.{alias.name}" for alias in node.names]
-        for name in names:
-            if name.startswith("aiayn."):
-                parts.add(name.removeprefix("aiayn."))
-    return parts
+            names |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package[: len(package) - node.level + 1]
+                base = ".".join([*anchor, *([base] if base else [])])
+            names |= {f"{base}.{alias.name}" for alias in node.names}
+    return names
+
+
+def imported_parts(path: Path, root: Path = REPO) -> set[str]:
+    """The parts of aiayn that `path` imports, as `model.attention.x` (without `aiayn.`)."""
+    names = imported_names(path, root)
+    return {name.removeprefix("aiayn.") for name in names if name.startswith("aiayn.")}
 
 
 def allowed(imported: str, rules: set[str]) -> bool:
@@ -73,3 +85,47 @@ def test_the_checker_sees_a_violation(tmp_path):
     assert not allowed("data", ALLOWED["cli"]) and allowed("data.prepare", ALLOWED["cli"])
     assert allowed("model.config", ALLOWED["config"]) and not allowed("model", ALLOWED["config"])
     assert not allowed("model", ALLOWED["machine"])
+
+
+def test_relative_imports_are_seen(tmp_path):
+    fake = tmp_path / "aiayn" / "model" / "fake.py"
+    fake.parent.mkdir(parents=True)
+    fake.write_text(
+        "from ..train import loop\nfrom . import masks\nfrom .kv_cache import KVCache\n"
+    )
+    assert imported_parts(fake, root=tmp_path) == {
+        "train.loop",
+        "model.masks",
+        "model.kv_cache.KVCache",
+    }
+    assert not allowed("train.loop", ALLOWED[part_of(PACKAGE / "model" / "fake.py")])
+
+
+def benchmark_graph() -> dict[str, set[str]]:
+    """benchmarks module -> the benchmarks modules it imports (lazily or not)."""
+    graph = {}
+    for path in sorted(BENCHMARKS.glob("*.py")):
+        names = imported_names(path)
+        graph[path.stem] = {
+            name.split(".")[1] for name in names if name.startswith("benchmarks.")
+        } - {path.stem}
+    return graph
+
+
+def test_benchmarks_import_no_circle_and_the_harness_is_a_leaf():
+    graph = benchmark_graph()
+    assert graph["harness"] == set()
+    harness_uses = {n for n in imported_names(BENCHMARKS / "harness.py") if n.startswith("aiayn")}
+    assert harness_uses <= {"aiayn.machine.describe_machine"}
+    for path in sorted(BENCHMARKS.glob("*.py")):
+        uses = {n for n in imported_names(path) if n.startswith("aiayn.")}
+        assert not any(allowed(n.removeprefix("aiayn."), {"cli", "serve"}) for n in uses), path
+
+    def reaches(start: str, goal: str, seen: set[str]) -> bool:
+        return any(
+            nxt == goal or (nxt not in seen and reaches(nxt, goal, seen | {nxt}))
+            for nxt in graph.get(start, ())
+        )
+
+    circles = [module for module in graph if reaches(module, module, set())]
+    assert not circles, f"benchmarks import in a circle: {circles}"

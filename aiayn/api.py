@@ -8,18 +8,14 @@ generates, evaluates and draws attention maps. The command line and the server s
 
 from __future__ import annotations
 
-import dataclasses
 import time
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from tqdm import tqdm
 
-from aiayn.config import DecodeConfig, RunConfig
-from aiayn.data.batching import TokenBatchSampler, collate
+from aiayn.config import RunConfig
 from aiayn.data.corpus import multi30k_files, read_lines, read_text, split_text
 from aiayn.data.corpus import tinyshakespeare_text as read_tinyshakespeare
 from aiayn.data.tokenizer import TOKENIZER_FILE, Tokenizer
@@ -27,13 +23,11 @@ from aiayn.evaluate.attention_maps import AttentionMaps, attention_weights
 from aiayn.evaluate.metrics import CorpusScore, bleu, chrf
 from aiayn.evaluate.perplexity import Perplexity, sliding_window_perplexity
 from aiayn.export import FORMATS, export_hf_marian
+from aiayn.generate.options import DecodeOptions
 from aiayn.generate.sampling import generate as generate_ids
-from aiayn.generate.search import beam_search, greedy_search
 from aiayn.model.transformer import LanguageModel, Transformer
 from aiayn.train.checkpoint import load_model
-
-DEFAULT_MAX_TOKENS = 6000
-"""Source tokens (padding included) times beam size per decoding batch."""
+from aiayn.translate import DEFAULT_MAX_TOKENS, encode_sources, fit_to_positions, translate_texts
 
 
 def load(
@@ -95,7 +89,7 @@ class Evaluation:
 class TextModel:
     """A trained model with its tokenizer and decoding settings: text in, text out.
 
-    Decoding options left as None take the run's `decode` section (`DecodeConfig`).
+    Decoding options left as None take the run's `decode` section (`DecodeOptions`).
     """
 
     def __init__(
@@ -105,7 +99,7 @@ class TextModel:
         self.device = next(model.parameters()).device
 
     def with_decode(self, **changes: object) -> TextModel:
-        """The same model and tokenizer with some `DecodeConfig` fields changed (None: kept)."""
+        """The same model and tokenizer with some `DecodeOptions` fields changed (None: kept)."""
         decode = self.decode_options(**changes)
         return TextModel(self.model, self.tokenizer, self.config.replace(decode=decode))
 
@@ -152,22 +146,10 @@ class TextModel:
             beam=beam, alpha=alpha, coverage=coverage, max_len_a=max_len_a,
             max_len_b=max_len_b, min_len=min_len, long_input=long_input,
         )  # fmt: skip
-        ids = self._encode_sources(sources, options.long_input)
-        todo = [i for i, source_ids in enumerate(ids) if source_ids]
-        outputs = [""] * len(sources)
-        if not todo:
-            return outputs
-        lengths = [len(ids[i]) + 1 for i in todo]
-        budget = max(max_tokens // options.beam, max(lengths))
-        bar = tqdm(total=len(todo), unit="sent", disable=not progress)
-        for batch in TokenBatchSampler(lengths, budget, shuffle=False):
-            rows = [todo[i] for i in batch]
-            translations = self._translate_batch(ids, rows, options, use_cache)
-            for row, output in zip(rows, translations, strict=True):
-                outputs[row] = output
-            bar.update(len(rows))
-        bar.close()
-        return outputs
+        return translate_texts(
+            self.model, self.tokenizer, sources, options, max_tokens=max_tokens,
+            use_cache=use_cache, progress=progress,
+        )  # fmt: skip
 
     def generate(
         self,
@@ -192,10 +174,11 @@ class TextModel:
             max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
             seed=seed, long_input=long_input,
         )  # fmt: skip
-        ids = self.tokenizer.encode(prompt)
-        limit = self.config.model.max_len  # a prompt fills every position (no EOS to make room)
-        if len(ids) > limit:
-            ids = self._too_long(ids, limit, options.long_input, "prompt", keep_end=True)
+        max_len = self.config.model.max_len  # a prompt may fill every position (no EOS)
+        ids = fit_to_positions(
+            self.tokenizer.encode(prompt), max_len, options.long_input, "prompt",
+            positions=max_len, keep_end=True,
+        )  # fmt: skip
         new = generate_ids(
             self.model,
             torch.tensor(ids, dtype=torch.long, device=self.device),
@@ -216,7 +199,8 @@ class TextModel:
         `source` is the text."""
         piece = self.tokenizer.id_to_piece
         eos, bos = self.config.model.eos_id, self.config.model.bos_id
-        src_ids = self._encode_sources([source], "error")[0]
+        max_len = self.config.model.max_len
+        src_ids = encode_sources(self.tokenizer, [source], max_len=max_len, policy="error")[0]
         if not self.is_translation:
             if not src_ids:
                 raise ValueError("attention maps of a language model need some text")
@@ -286,60 +270,9 @@ class TextModel:
         )
         return Evaluation(name, 1, time.perf_counter() - start, perplexity=result)
 
-    def decode_options(self, **changes: object) -> DecodeConfig:
-        """The run's decoding settings with the given (non-None) changes."""
-        given = {key: value for key, value in changes.items() if value is not None}
-        options = dataclasses.replace(self.config.decode, **given)
-        if options.long_input not in ("truncate", "error"):
-            raise ValueError(
-                f"long_input must be 'truncate' or 'error', got {options.long_input!r}"
-            )
-        if options.beam < 1:
-            raise ValueError(f"beam must be at least 1, got {options.beam}")
-        return options
-
-    def _translate_batch(
-        self, ids: list[list[int]], rows: list[int], options: DecodeConfig, use_cache: bool
-    ) -> list[str]:
-        batch = collate([(ids[row], []) for row in rows]).to(self.device)
-        eos = self.config.model.eos_id
-        if options.beam == 1:
-            out = greedy_search(
-                self.model, batch.src, batch.src_valid, max_len=options.max_len_b,
-                max_len_a=options.max_len_a, min_len=options.min_len, use_cache=use_cache,
-            ).tolist()  # fmt: skip
-        else:
-            hyps = beam_search(
-                self.model, batch.src, batch.src_valid, beam_size=options.beam,
-                alpha=options.alpha, coverage=options.coverage, max_len_a=options.max_len_a,
-                max_len_b=options.max_len_b, min_len=options.min_len, use_cache=use_cache,
-            )  # fmt: skip
-            out = [best[0].tokens for best in hyps]
-        texts = [self.tokenizer.decode(row[: row.index(eos)] if eos in row else row) for row in out]
-        return [" ".join(text.splitlines()) for text in texts]  # one line per input, always
-
-    def _encode_sources(self, sources: Sequence[str], long_input: str) -> list[list[int]]:
-        """Token ids per sentence ([] for blank lines), cut to fit the positions with EOS."""
-        limit = self.config.model.max_len - 1
-        ids = self.tokenizer.encode_batch([s if s.strip() else "" for s in sources])
-        for i, source_ids in enumerate(ids):
-            if len(source_ids) > limit:
-                ids[i] = self._too_long(source_ids, limit, long_input, f"input {i + 1}")
-        return ids
-
-    def _too_long(
-        self, ids: list[int], limit: int, long_input: str, what: str, *, keep_end: bool = False
-    ) -> list[int]:
-        message = (
-            f"{what} has {len(ids)} tokens, more than the model's {self.config.model.max_len} "
-            f"positions allow ({limit})"
-        )
-        if long_input == "error":
-            raise ValueError(f"{message}; shorten it or use long_input='truncate'")
-        warnings.warn(
-            f"{message}; kept its {'last' if keep_end else 'first'} {limit}", stacklevel=3
-        )
-        return ids[-limit:] if keep_end else ids[:limit]
+    def decode_options(self, **changes: object) -> DecodeOptions:
+        """The run's decoding settings with the given (non-None) changes, checked."""
+        return self.config.decode.replace(**changes)
 
     def _need(self, *, translation: bool) -> None:
         if translation != self.is_translation:

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import warnings
 from collections.abc import Callable, Sequence
 
+from aiayn.api import DEFAULT_MAX_TOKENS, TextModel, load
+from aiayn.config import DecodeOptions
 from aiayn.machine import describe_machine, fit_threads_to_cores, resolve_precision
 
 
@@ -211,18 +214,12 @@ def _search_arguments(p: argparse.ArgumentParser) -> None:
     )  # fmt: skip
 
 
-def _load(args: argparse.Namespace):  # -> aiayn.api.TextModel
-    from aiayn.api import load
-
-    return load(args.run_dir, args.checkpoint, device=args.device).with_decode(
-        beam=getattr(args, "beam", None),
-        alpha=getattr(args, "alpha", None),
-        coverage=getattr(args, "coverage", None),
-        max_len_a=getattr(args, "max_len_a", None),
-        max_len_b=getattr(args, "max_len_b", None),
-        min_len=getattr(args, "min_len", None),
-        long_input=getattr(args, "long_input", None),
-    )
+def _load(args: argparse.Namespace) -> TextModel:
+    """The run's model with the decoding flags given: each flag is named after its
+    `DecodeOptions` field (`--max-len-a` -> `max_len_a`); unset flags keep the run's settings."""
+    given = vars(args)
+    options = {f.name: given.get(f.name) for f in dataclasses.fields(DecodeOptions)}
+    return load(args.run_dir, args.checkpoint, device=args.device).with_decode(**options)
 
 
 def add_translate(sub: argparse._SubParsersAction) -> None:
@@ -234,8 +231,8 @@ def add_translate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-i", "--input", help="input file (default: stdin)")
     p.add_argument("-o", "--output", help="output file (default: stdout)")
     p.add_argument(
-        "--max-tokens", type=int, default=6000,
-        help="source tokens x beam per batch (default: 6000)",
+        "--max-tokens", type=int, default=DEFAULT_MAX_TOKENS,
+        help=f"source tokens x beam per batch (default: {DEFAULT_MAX_TOKENS})",
     )  # fmt: skip
     p.set_defaults(run=run_translate)
 
@@ -270,16 +267,7 @@ def add_generate(sub: argparse._SubParsersAction) -> None:
 
 
 def run_generate(args: argparse.Namespace) -> None:
-    model = _load(args)
-    continuation = model.generate(
-        args.prompt,
-        max_new_tokens=args.max_new_tokens,
-        temperature=args.temperature,
-        top_k=args.top_k,
-        top_p=args.top_p,
-        seed=args.seed,
-    )
-    print(args.prompt + continuation)
+    print(args.prompt + _load(args).generate(args.prompt))
 
 
 def add_evaluate(sub: argparse._SubParsersAction) -> None:

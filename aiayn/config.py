@@ -1,6 +1,6 @@
-"""The run's configuration: frozen dataclasses for data, training (§5) and decoding, grouped with
-the ModelConfig in a RunConfig; YAML load/save that names file and dotted key on every error, and
-dotted `key=value` overrides (`train.max_steps=100`).
+"""The run's configuration: frozen dataclasses for data and training (§5), grouped with the
+ModelConfig and generate's DecodeOptions in a RunConfig; YAML load/save that names file and
+dotted key on every error, and dotted `key=value` overrides (`train.max_steps=100`).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 import yaml
 
+from aiayn.generate.options import DecodeOptions
 from aiayn.model.config import ModelConfig
 
 Dataset = Literal["multi30k", "parallel", "tinyshakespeare", "text"]
@@ -155,38 +156,13 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
-class DecodeConfig:
-    """How to decode at inference: beam search (§6.1) and sampling settings."""
-
-    beam: int = 4
-    """Beam size (§6.1: 4)."""
-    alpha: float = 0.6
-    """GNMT length penalty alpha (§6.1: 0.6)."""
-    coverage: float = 0.0
-    """GNMT coverage penalty beta (0: off)."""
-    max_len_a: float = 1.5
-    """Output length limit = max_len_a * source length + max_len_b."""
-    max_len_b: int = 10
-    """See `max_len_a` (§6.1: input length + 50)."""
-    min_len: int = 0
-    n_best: int = 1
-    temperature: float = 1.0
-    top_k: int = 0
-    top_p: float = 1.0
-    max_new_tokens: int = 200
-    seed: int | None = None
-    long_input: Literal["truncate", "error"] = "truncate"
-    """What to do with inputs longer than the model's positions."""
-
-
-@dataclass(frozen=True)
 class RunConfig:
     """Everything a run needs; saved as `RUN_DIR/config.yaml` and enough to rebuild the model."""
 
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
-    decode: DecodeConfig = field(default_factory=DecodeConfig)
+    decode: DecodeOptions = field(default_factory=DecodeOptions)
 
     def __post_init__(self) -> None:
         kind = "encoder-decoder" if self.data.translation else "decoder-only"

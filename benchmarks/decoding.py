@@ -85,7 +85,7 @@ def main() -> None:
     parser.add_argument("--limit", type=int, help="first N sentences only")
     parser.add_argument("--no-uncached", action="store_true", help="skip the uncached runs")
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's)")
-    parser.add_argument("--max-tokens", type=int, default=aiayn.api.DEFAULT_MAX_TOKENS)
+    parser.add_argument("--max-tokens", type=int, default=aiayn.translate.DEFAULT_MAX_TOKENS)
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
     if args.threads:

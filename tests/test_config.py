@@ -9,7 +9,6 @@ import pytest
 
 from aiayn.config import (
     DataConfig,
-    DecodeConfig,
     RunConfig,
     TrainConfig,
     apply_override,
@@ -17,6 +16,7 @@ from aiayn.config import (
     load_config,
     save_config,
 )
+from aiayn.generate.options import DecodeOptions
 from aiayn.model import ModelConfig
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
@@ -34,7 +34,7 @@ def test_save_then_load_gives_the_same_config(tmp_path):
         data=DataConfig(dataset="parallel", train_files=("a.de", "a.en"),
                         valid_files=("b.de", "b.en"), bucket_size=100),
         train=TrainConfig(betas=(0.9, 0.997), precision="bf16", max_epochs=3),
-        decode=DecodeConfig(beam=5, seed=7),
+        decode=DecodeOptions(beam=5, seed=7),
     )  # fmt: skip
     assert load_config(save_config(config, tmp_path / "c.yaml")) == config
 
@@ -42,7 +42,7 @@ def test_save_then_load_gives_the_same_config(tmp_path):
 def test_missing_keys_take_defaults(tmp_path):
     config = load_config(write(tmp_path, "train:\n  max_steps: 7\n"))
     assert config.train.max_steps == 7 and config.train.warmup_steps == 4000
-    assert config.model == ModelConfig() and config.decode == DecodeConfig()
+    assert config.model == ModelConfig() and config.decode == DecodeOptions()
     assert load_config(write(tmp_path, "")) == RunConfig()
 
 

@@ -14,11 +14,13 @@ ALLOWED: dict[str, set[str]] = {
     "model": {"model"},
     "data": {"data"},
     "generate": {"generate", "model"},
-    "config": {"model.config"},
-    "train": {"train", "model", "data", "generate", "evaluate", "config"},
+    "config": {"model.config", "generate.options"},
+    "train": {"train", "model", "data", "generate", "evaluate", "config", "translate"},
     "evaluate": {"evaluate", "model", "data", "generate"},
     "export": {"model"},
-    "api": {"model", "data", "generate", "train", "evaluate", "config", "export"},
+    "api": {"model", "data", "generate", "train", "evaluate", "config", "export", "translate"},
+    # text in, text out over generate/: the one translation path under train/ and api.py
+    "translate": {"model", "data", "generate"},
     # `aiayn data prepare/show` only touch text files and tokenizers, so the CLI calls
     # aiayn.data.prepare directly (STYLE.md's table routes everything else through api/train).
     "cli": {"api", "config", "train", "data.prepare"},

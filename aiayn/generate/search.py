@@ -1,5 +1,6 @@
 """Search for the most likely output on the key/value cache: greedy decoding, and beam search
-with GNMT's length and coverage penalties (the paper: beam 4, alpha 0.6, §6.1).
+with GNMT's length and coverage penalties (the paper: beam 4, alpha 0.6, §6.1); `decode` picks
+one by the `DecodeOptions`.
 
 Both work for the encoder-decoder (`src` is the source) and the decoder-only model (`src` is the
 prompt, and the output continues it).
@@ -21,6 +22,41 @@ from aiayn.generate.decoding import (
     next_log_probs,
     pad_outputs,
 )
+from aiayn.generate.options import DecodeOptions
+
+
+@torch.no_grad()
+def decode(
+    model: Model,
+    src: Tensor,
+    src_valid: Tensor | None = None,
+    options: DecodeOptions | None = None,
+    *,
+    use_cache: bool = True,
+) -> list[list[int]]:
+    """The best output of every row under `options` (default: `DecodeOptions()`): greedy
+    search for beam 1, beam search otherwise. The one decoder under validation during
+    training, the API's `translate`, `aiayn evaluate` and the benchmarks.
+
+    Returns:
+        Per row, the output ids without BOS, cut before EOS (and without padding).
+    """
+    options = options or DecodeOptions()
+    eos, pad = model.config.eos_id, model.config.pad_id
+    if options.beam == 1:
+        rows = greedy_search(
+            model, src, src_valid, max_len=options.max_len_b, max_len_a=options.max_len_a,
+            min_len=options.min_len, use_cache=use_cache,
+        ).tolist()  # fmt: skip
+    else:
+        hypotheses = beam_search(
+            model, src, src_valid, beam_size=options.beam, alpha=options.alpha,
+            coverage=options.coverage, max_len_a=options.max_len_a, max_len_b=options.max_len_b,
+            min_len=options.min_len, use_cache=use_cache,
+        )  # fmt: skip
+        rows = [best[0].tokens for best in hypotheses]
+    rows = [row[: row.index(eos)] if eos in row else row for row in rows]
+    return [[token for token in row if token != pad] for row in rows]
 
 
 @torch.no_grad()

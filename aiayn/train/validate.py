@@ -1,5 +1,6 @@
 """Validation during training: loss and perplexity on the validation split and, for translation,
-BLEU and chrF of greedy decodings scored by sacrebleu against the raw references (§6.1).
+BLEU and chrF of greedy decodings scored by sacrebleu against the raw references (§6.1). The
+decodings come from `aiayn.translate`, as `aiayn evaluate`'s do.
 """
 
 from __future__ import annotations
@@ -14,11 +15,11 @@ import torch
 from torch import nn
 
 from aiayn.config import RunConfig
-from aiayn.data.batching import TokenBatchSampler, collate
+from aiayn.data.batching import TokenBatchSampler
 from aiayn.evaluate.metrics import CorpusScore, bleu, chrf, perplexity
-from aiayn.generate.search import greedy_search
 from aiayn.train.loss import batch_loss
 from aiayn.train.task import Split, TaskData
+from aiayn.translate import translate_texts
 
 
 @dataclass
@@ -85,7 +86,9 @@ def validate(
             result = Validation(loss / n_tokens, nll / n_tokens, ppl, n_tokens)
             if data.valid_pairs and config.train.bleu:
                 pairs = data.valid_pairs[: config.train.bleu_max_sentences]
-                hyps = translate(model, data, [s for s, _ in pairs], config, device)
+                hyps = translate_texts(
+                    model, data.tokenizer, [s for s, _ in pairs], config.decode.replace(beam=1)
+                )
                 refs = [t for _, t in pairs]
                 result.bleu, result.chrf = bleu(hyps, refs), chrf(hyps, refs)
                 result.examples = [(s, t, h) for (s, t), h in zip(pairs, hyps, strict=True)]
@@ -112,27 +115,3 @@ def validation_loss(
         loss, nll = loss + out.loss.item(), nll + out.nll.item()
         n_tokens += int(out.n_tokens)
     return loss, nll, n_tokens
-
-
-def translate(
-    model: nn.Module, data: TaskData, sources: list[str], config: RunConfig, device: torch.device
-) -> list[str]:
-    """Greedy translations of `sources`, batched by length, returned in input order.
-
-    Output length is limited to `decode.max_len_a * source length + decode.max_len_b` tokens
-    per sentence (and the model's positions); sources longer than the positions are cut.
-    """
-    limit = config.model.max_len - 1
-    ids = [s[:limit] for s in data.tokenizer.encode_batch(sources)]
-    lengths = [len(s) + 1 for s in ids]
-    sampler = TokenBatchSampler(lengths, max(config.data.max_tokens, max(lengths)), shuffle=False)
-    outputs: list[str] = [""] * len(sources)
-    eos, decode = config.model.eos_id, config.decode
-    for indices in sampler:
-        batch = collate([(ids[i], []) for i in indices], index=indices).to(device)
-        out = greedy_search(
-            model, batch.src, batch.src_valid, max_len=decode.max_len_b, max_len_a=decode.max_len_a
-        ).tolist()
-        for i, row in zip(indices, out, strict=True):
-            outputs[i] = data.tokenizer.decode(row[: row.index(eos)] if eos in row else row)
-    return outputs

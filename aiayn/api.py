@@ -16,8 +16,8 @@ from pathlib import Path
 import torch
 
 from aiayn.config import RunConfig
-from aiayn.data.corpus import multi30k_files, read_lines, read_text, split_text
-from aiayn.data.corpus import tinyshakespeare_text as read_tinyshakespeare
+from aiayn.data.corpus import read_parallel, read_text
+from aiayn.data.splits import TEST_SPLIT, read_split
 from aiayn.data.tokenizer import TOKENIZER_FILE, Tokenizer
 from aiayn.evaluate.attention_maps import AttentionMaps, attention_weights
 from aiayn.evaluate.metrics import CorpusScore, bleu, chrf
@@ -282,35 +282,22 @@ class TextModel:
 
     def _default_split(self) -> str:
         """What `evaluate` scores when given neither a split nor files."""
-        return {"multi30k": "test2016", "tinyshakespeare": "val"}.get(
-            self.config.data.dataset, "valid"
-        )
+        return TEST_SPLIT[self.config.data.dataset]
+
+    def _split(self, split: str | None) -> list[tuple[str, str]] | str:
+        data = self.config.data
+        return read_split(
+            data.dataset, split or self._default_split(), src=data.src, tgt=data.tgt,
+            data_dir=data.data_dir, train_files=data.train_files, valid_files=data.valid_files,
+        )  # fmt: skip
 
     def _parallel_text(
         self, split: str | None, files: Sequence[str | Path]
     ) -> tuple[list[str], list[str]]:
-        data = self.config.data
-        if files:
-            if len(files) != 2:
-                raise ValueError(f"give (source file, reference file), got {list(files)}")
-            return read_lines(files[0]), read_lines(files[1])
-        if data.dataset == "multi30k":
-            return (
-                read_lines(multi30k_files(split, data.src, data.data_dir)),
-                read_lines(multi30k_files(split, data.tgt, data.data_dir)),
-            )
-        named = {"train": data.train_files, "valid": data.valid_files}
-        if split not in named:
-            raise ValueError(f"dataset {data.dataset!r} has splits train, valid; got {split!r}")
-        return read_lines(named[split][0]), read_lines(named[split][1])
+        if files and len(files) != 2:
+            raise ValueError(f"give (source file, reference file), got {list(files)}")
+        pairs = read_parallel(*files) if files else self._split(split)
+        return [source for source, _ in pairs], [target for _, target in pairs]
 
     def _lm_text(self, split: str | None, files: Sequence[str | Path]) -> str:
-        data = self.config.data
-        if files:
-            return "".join(read_text(f) for f in files)
-        if data.dataset == "tinyshakespeare":
-            return split_text(read_tinyshakespeare(data.data_dir), split)
-        named = {"train": data.train_files, "valid": data.valid_files}
-        if split not in named:
-            raise ValueError(f"dataset {data.dataset!r} has splits train, valid; got {split!r}")
-        return read_text(named[split][0])
+        return "".join(read_text(f) for f in files) if files else self._split(split)

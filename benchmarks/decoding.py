@@ -2,7 +2,7 @@
 key/value cache against recomputing every prefix at every step, measured through
 `aiayn.load(RUN_DIR).translate` (tokenising, batching, detokenising included).
 
-    python -m benchmarks.decoding RUN_DIR [--split test2016] [--beams 1 4] [--limit N]
+    python -m benchmarks.decoding RUN_DIR [--split SPLIT] [--beams 1 4] [--limit N]
         [--threads N] [--max-tokens 6000] [--checkpoint best] [--device cpu]
 
 Prints a Markdown table, then the figures as one JSON line. Each setting decodes the same
@@ -14,24 +14,24 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from pathlib import Path
 
 import sacrebleu
 import torch
 
 import aiayn
-from aiayn.data.corpus import multi30k_files, read_lines
+from aiayn.data.splits import TEST_SPLIT, read_split
 from benchmarks.harness import machine as harness_machine
 
 
-def test_set(model: aiayn.TextModel, split: str) -> tuple[list[str], list[str]]:
-    """(sources, references) of a Multi30k split, or of a run's `valid` files."""
+def test_set(model: aiayn.TextModel, split: str | None) -> tuple[list[str], list[str]]:
+    """(sources, references) of a split of the run's data set (aiayn.data.splits)."""
     data = model.config.data
-    if data.dataset == "multi30k":
-        files = [multi30k_files(split, lang, data.data_dir) for lang in (data.src, data.tgt)]
-    else:
-        files = [Path(f) for f in data.valid_files]
-    return read_lines(files[0]), read_lines(files[1])
+    split = split or TEST_SPLIT[data.dataset]
+    pairs = read_split(
+        data.dataset, split, src=data.src, tgt=data.tgt, data_dir=data.data_dir,
+        train_files=data.train_files, valid_files=data.valid_files,
+    )  # fmt: skip
+    return [source for source, _ in pairs], [target for _, target in pairs]
 
 
 def measure(
@@ -80,7 +80,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("run_dir")
     parser.add_argument("--checkpoint", default="best")
-    parser.add_argument("--split", default="test2016")
+    parser.add_argument("--split", help="default: test2016 (Multi30k), else the valid files")
     parser.add_argument("--beams", type=int, nargs="+", default=[1, 4])
     parser.add_argument("--limit", type=int, help="first N sentences only")
     parser.add_argument("--no-uncached", action="store_true", help="skip the uncached runs")

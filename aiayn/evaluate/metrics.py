@@ -59,7 +59,8 @@ def chrf(
 
 
 def perplexity(nll_sum: float, n_tokens: int) -> float:
-    """exp(mean negative log-likelihood per token); `inf` when it overflows."""
+    """exp(mean negative log-likelihood per token); `inf` past e^700 (float64 overflows near
+    e^709). The one perplexity rule: training log, validation and `aiayn evaluate`."""
     if n_tokens <= 0:
         raise ValueError(f"perplexity needs at least one token, got n_tokens={n_tokens}")
     mean = nll_sum / n_tokens

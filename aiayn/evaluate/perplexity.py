@@ -5,12 +5,12 @@ fixed-length models"; stride = context gives non-overlapping windows, as during 
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
+from aiayn.evaluate.metrics import perplexity
 from aiayn.model.transformer import LanguageModel
 
 
@@ -72,8 +72,7 @@ def sliding_window_perplexity(
             nll += float(target_nll[row, new_from:width].double().sum())
             n_tokens += width - new_from
             scored_up_to = start + width
-    mean = nll / n_tokens
-    return Perplexity(math.exp(mean) if mean < 700 else math.inf, mean, n_tokens, context, stride)
+    return Perplexity(perplexity(nll, n_tokens), nll / n_tokens, n_tokens, context, stride)
 
 
 def _windows(tokens: Tensor, starts: list[int], context: int) -> Tensor:

@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 from aiayn.config import RunConfig, config_differences, load_config, save_config
 from aiayn.data.batching import Batch, TokenBatchSampler
+from aiayn.evaluate.metrics import perplexity
 from aiayn.machine import bf16_slowdown, describe_machine, resolve_precision
 from aiayn.model.transformer import build_model
 from aiayn.train.checkpoint import (
@@ -303,7 +304,7 @@ class Trainer:
             loss, nll, n_target, n_tokens, elapsed = self.window
             record = {
                 **self._where(), "loss": loss / n_target, "nll": nll / n_target,
-                "ppl": math.exp(min(nll / n_target, 700)), "lr": update.lr,
+                "ppl": perplexity(nll, n_target), "lr": update.lr,
                 "grad_norm": update.grad_norm, "tokens_per_second": n_tokens / elapsed,
                 "tokens": self.state.tokens, "seconds": self.state.seconds,
             }  # fmt: skip

@@ -14,14 +14,8 @@ import torch
 
 from aiayn.config import DataConfig
 from aiayn.data.batching import Batch, collate, example_lengths, lm_batch, window_starts
-from aiayn.data.corpus import (
-    multi30k_files,
-    read_parallel,
-    read_text,
-    split_text,
-    tinyshakespeare_text,
-)
 from aiayn.data.filtering import filter_pairs
+from aiayn.data.splits import SPLITS, read_split
 from aiayn.data.tokenizer import TOKENIZER_FILE, Tokenizer
 from aiayn.train.distributed import DistributedContext, barrier
 
@@ -80,20 +74,19 @@ def load_task_data(
 
 def read_texts(config: DataConfig) -> tuple[list[tuple[str, str]] | str, ...]:
     """(train, valid) as sentence pairs (translation) or whole texts (language modelling)."""
-    if config.dataset == "multi30k":
-        return tuple(
-            read_parallel(
-                multi30k_files(split, config.src, config.data_dir),
-                multi30k_files(split, config.tgt, config.data_dir),
-            )
-            for split in ("train", "val")
-        )
-    if config.dataset == "parallel":
-        return read_parallel(*config.train_files), read_parallel(*config.valid_files)
-    if config.dataset == "tinyshakespeare":
-        text = tinyshakespeare_text(config.data_dir)
-        return split_text(text, "train"), split_text(text, "val")
-    return read_text(config.train_files[0]), read_text(config.valid_files[0])
+    train_split, valid_split = SPLITS[config.dataset][:2]
+    return tuple(
+        read_split(
+            config.dataset,
+            split,
+            src=config.src,
+            tgt=config.tgt,
+            data_dir=config.data_dir,
+            train_files=config.train_files,
+            valid_files=config.valid_files,
+        )  # fmt: skip
+        for split in (train_split, valid_split)
+    )
 
 
 def prepare_tokenizer(config: DataConfig, run_dir: Path, train: list[tuple[str, str]] | str) -> str:

@@ -1,0 +1,66 @@
+"""Named splits of the data sets, read as text: the one place a split name (`val`, `test2016`,
+`valid`) becomes sentence pairs or a text, for training, `aiayn evaluate` and the benchmarks.
+
+    multi30k          train, val, test2016   (source, target) pairs, downloaded if missing
+    parallel          train, valid           the run's own line-aligned files
+    tinyshakespeare   train, val             the first 90% of the characters, and the rest
+    text              train, valid           the run's own text files
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from aiayn.data.corpus import (
+    multi30k_files,
+    read_parallel,
+    read_text,
+    split_text,
+    tinyshakespeare_text,
+)
+
+SPLITS = {
+    "multi30k": ("train", "val", "test2016"),
+    "parallel": ("train", "valid"),
+    "tinyshakespeare": ("train", "val"),
+    "text": ("train", "valid"),
+}
+"""Data set -> the split names it has; the second is what training validates on."""
+TEST_SPLIT = {
+    "multi30k": "test2016",
+    "parallel": "valid",
+    "tinyshakespeare": "val",
+    "text": "valid",
+}
+"""What `aiayn evaluate` scores when no split is named."""
+
+
+def read_split(
+    dataset: str,
+    split: str,
+    *,
+    src: str = "de",
+    tgt: str = "en",
+    data_dir: str | Path | None = None,
+    train_files: Sequence[str | Path] = (),
+    valid_files: Sequence[str | Path] = (),
+) -> list[tuple[str, str]] | str:
+    """Sentence pairs (translation data sets) or a whole text (language modelling) of a split.
+
+    Raises:
+        ValueError: An unknown data set or split, naming the splits there are.
+    """
+    if dataset not in SPLITS:
+        raise ValueError(f"unknown data set {dataset!r}; choose from {', '.join(SPLITS)}")
+    if split not in SPLITS[dataset]:
+        names = ", ".join(SPLITS[dataset])
+        raise ValueError(f"data set {dataset!r} has splits {names}; got {split!r}")
+    if dataset == "multi30k":
+        return read_parallel(
+            multi30k_files(split, src, data_dir), multi30k_files(split, tgt, data_dir)
+        )
+    if dataset == "tinyshakespeare":
+        return split_text(tinyshakespeare_text(data_dir), split)
+    files = train_files if split == "train" else valid_files
+    return read_parallel(*files) if dataset == "parallel" else read_text(files[0])

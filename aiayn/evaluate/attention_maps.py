@@ -5,15 +5,14 @@ and PNG heatmaps of them with the subword pieces on the axes (matplotlib, import
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
-from aiayn.model.attention import MultiHeadAttention
+from aiayn.model.attention import MultiHeadAttention, keeping_weights
 from aiayn.model.transformer import LanguageModel, Transformer
 
 KINDS = ("encoder_self", "decoder_self", "cross")
@@ -53,19 +52,6 @@ class AttentionMaps:
                 None draws all.
         """
         return plot_attention(self, out_dir, layers=layers, heads=heads)
-
-
-@contextmanager
-def keeping_weights(modules: Sequence[MultiHeadAttention]) -> Iterator[None]:
-    """Make `modules` keep their attention weights while inside; forget them afterwards."""
-    before = [m.keep_weights for m in modules]
-    for module in modules:
-        module.keep_weights = True
-    try:
-        yield
-    finally:
-        for module, keep in zip(modules, before, strict=True):
-            module.keep_weights, module.weights = keep, None
 
 
 @torch.no_grad()

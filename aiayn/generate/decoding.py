@@ -11,6 +11,7 @@ from contextlib import contextmanager
 import torch
 from torch import Tensor
 
+from aiayn.model.attention import keeping_weights
 from aiayn.model.transformer import LanguageModel, Transformer
 
 Model = Transformer | LanguageModel
@@ -119,12 +120,8 @@ def keeping_cross_attention(model: Model) -> Iterator[None]:
     layer = model.decoder.layers[-1].cross_attn
     if layer is None:
         raise ValueError("a decoder-only model has no cross-attention")
-    before = layer.keep_weights
-    layer.keep_weights = True
-    try:
+    with keeping_weights([layer]):
         yield
-    finally:
-        layer.keep_weights, layer.weights = before, None
 
 
 def next_log_probs(logits: Tensor, step: int, *, min_len: int, model: Model) -> Tensor:

@@ -7,6 +7,8 @@ MultiHead(Q, K, V) = Concat(head_1, ..., head_h) W^O, head_i = Attention(Q W_i^Q
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
@@ -152,3 +154,17 @@ class MultiHeadAttention(nn.Module):
         """(batch, len, d_model) -> (batch, heads, len, d_head)."""
         batch, length, _ = x.shape
         return x.view(batch, length, self.n_heads, self.d_head).transpose(1, 2)
+
+
+@contextmanager
+def keeping_weights(modules: Sequence[MultiHeadAttention]) -> Iterator[None]:
+    """Make `modules` keep each call's attention weights (in `.weights`) while inside, and
+    forget them afterwards: the one way attention maps and the coverage penalty read them."""
+    before = [m.keep_weights for m in modules]
+    for module in modules:
+        module.keep_weights = True
+    try:
+        yield
+    finally:
+        for module, keep in zip(modules, before, strict=True):
+            module.keep_weights, module.weights = keep, None

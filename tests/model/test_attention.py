@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from aiayn.model.attention import MultiHeadAttention, attention
+from aiayn.model.attention import MultiHeadAttention, attention, keeping_weights
 from aiayn.model.masks import causal_mask, padding_mask
 
 
@@ -150,3 +150,17 @@ def test_fast_path_is_sdpa_in_fp32_and_in_bf16_the_faster_one_for_the_cpu(monkey
     assert calls == ([torch.float32] if native_bf16 else [torch.float32, torch.bfloat16])
     assert weights is None and bf16.dtype == torch.bfloat16
     torch.testing.assert_close(bf16.float(), fp32, atol=3e-2, rtol=3e-2)
+
+
+def test_keeping_weights_keeps_them_inside_and_restores_the_modules_after(monkeypatch):
+    modules = [MultiHeadAttention(16, 2).eval(), MultiHeadAttention(16, 2).eval()]
+    modules[1].keep_weights = True  # already on: stays on afterwards
+    x = torch.randn(2, 5, 16)
+    with pytest.raises(RuntimeError, match="stop"), keeping_weights(modules):
+        for module in modules:
+            _, expected = module(x, need_weights=True)
+            module(x)
+            torch.testing.assert_close(module.weights, expected)
+        raise RuntimeError("stop")
+    assert [m.keep_weights for m in modules] == [False, True]
+    assert all(m.weights is None for m in modules)

@@ -143,13 +143,23 @@ class TextModel:
         if isinstance(sources, str):
             raise TypeError("translate takes a list of sentences; wrap one sentence in a list")
         options = self.decode_options(
-            beam=beam, alpha=alpha, coverage=coverage, max_len_a=max_len_a,
-            max_len_b=max_len_b, min_len=min_len, long_input=long_input,
-        )  # fmt: skip
+            beam=beam,
+            alpha=alpha,
+            coverage=coverage,
+            max_len_a=max_len_a,
+            max_len_b=max_len_b,
+            min_len=min_len,
+            long_input=long_input,
+        )
         return translate_texts(
-            self.model, self.tokenizer, sources, options, max_tokens=max_tokens,
-            use_cache=use_cache, progress=progress,
-        )  # fmt: skip
+            self.model,
+            self.tokenizer,
+            sources,
+            options,
+            max_tokens=max_tokens,
+            use_cache=use_cache,
+            progress=progress,
+        )
 
     def generate(
         self,
@@ -171,14 +181,22 @@ class TextModel:
         """
         self._need(translation=False)
         options = self.decode_options(
-            max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
-            seed=seed, long_input=long_input,
-        )  # fmt: skip
+            max_new_tokens=max_new_tokens,
+            temperature=temperature,
+            top_k=top_k,
+            top_p=top_p,
+            seed=seed,
+            long_input=long_input,
+        )
         max_len = self.config.model.max_len  # a prompt may fill every position (no EOS)
         ids = fit_to_positions(
-            self.tokenizer.encode(prompt), max_len, options.long_input, "prompt",
-            positions=max_len, keep_end=True,
-        )  # fmt: skip
+            self.tokenizer.encode(prompt),
+            max_len,
+            options.long_input,
+            "prompt",
+            positions=max_len,
+            keep_end=True,
+        )
         new = generate_ids(
             self.model,
             torch.tensor(ids, dtype=torch.long, device=self.device),
@@ -287,9 +305,14 @@ class TextModel:
     def _split(self, split: str | None) -> list[tuple[str, str]] | str:
         data = self.config.data
         return read_split(
-            data.dataset, split or self._default_split(), src=data.src, tgt=data.tgt,
-            data_dir=data.data_dir, train_files=data.train_files, valid_files=data.valid_files,
-        )  # fmt: skip
+            data.dataset,
+            split or self._default_split(),
+            src=data.src,
+            tgt=data.tgt,
+            data_dir=data.data_dir,
+            train_files=data.train_files,
+            valid_files=data.valid_files,
+        )
 
     def _parallel_text(
         self, split: str | None, files: Sequence[str | Path]

@@ -128,9 +128,13 @@ def add_train(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("config", nargs="?", help="YAML config (default with --resume: RUN_DIR's)")
     p.add_argument(
-        "--set", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
+        "--set",
+        nargs="+",
+        action="extend",
+        default=[],
+        metavar="KEY=VALUE",
         help="override config fields, e.g. --set train.max_steps=2000 model.dropout=0.2",
-    )  # fmt: skip
+    )
     p.add_argument("--run-dir", help="where checkpoints go (default: runs/<config name>)")
     p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -194,9 +198,10 @@ def run_plot(args: argparse.Namespace) -> None:
 def _model_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("run_dir", help="a training run's folder")
     p.add_argument(
-        "--checkpoint", default="best",
+        "--checkpoint",
+        default="best",
         help="best, last, averaged, or a checkpoint folder (default: best)",
-    )  # fmt: skip
+    )
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default: cpu)")
 
 
@@ -209,9 +214,10 @@ def _search_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-len-b", type=int, help="see --max-len-a")
     p.add_argument("--min-len", type=int, help="no EOS before this many tokens")
     p.add_argument(
-        "--long-input", choices=["truncate", "error"],
+        "--long-input",
+        choices=["truncate", "error"],
         help="inputs longer than the model's positions: cut with a warning, or stop",
-    )  # fmt: skip
+    )
 
 
 def _load(args: argparse.Namespace) -> TextModel:
@@ -231,9 +237,11 @@ def add_translate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-i", "--input", help="input file (default: stdin)")
     p.add_argument("-o", "--output", help="output file (default: stdout)")
     p.add_argument(
-        "--max-tokens", type=int, default=DEFAULT_MAX_TOKENS,
+        "--max-tokens",
+        type=int,
+        default=DEFAULT_MAX_TOKENS,
         help=f"source tokens x beam per batch (default: {DEFAULT_MAX_TOKENS})",
-    )  # fmt: skip
+    )
     p.set_defaults(run=run_translate)
 
 
@@ -278,9 +286,11 @@ def add_evaluate(sub: argparse._SubParsersAction) -> None:
     _search_arguments(p)
     p.add_argument("--split", help="test2016, val, train (multi30k) or valid, train")
     p.add_argument(
-        "--files", nargs="+", metavar="FILE",
+        "--files",
+        nargs="+",
+        metavar="FILE",
         help="SOURCE REFERENCE files (translation) or a text file (language model)",
-    )  # fmt: skip
+    )
     p.add_argument("--output", help="write the hypotheses here, one per line")
     p.add_argument("--context", type=int, help="perplexity window (default: the model's max_len)")
     p.add_argument("--stride", type=int, help="perplexity stride (default: context / 2)")

@@ -42,8 +42,11 @@ def check_exportable(config: ModelConfig) -> None:
         "share_embeddings": True,
         "tie_output": True,
     }
-    wrong = [f"model.{k}={getattr(config, k)!r} (needs {v!r})" for k, v in required.items()
-             if getattr(config, k) != v]  # fmt: skip
+    wrong = [
+        f"model.{k}={getattr(config, k)!r} (needs {v!r})"
+        for k, v in required.items()
+        if getattr(config, k) != v
+    ]
     if wrong:
         raise ValueError("the hf-marian format cannot express " + ", ".join(wrong))
 

@@ -93,11 +93,19 @@ def describe_machine(device: str | torch.device = "cpu") -> Machine:
     else:
         native, reason = False, f"bf16 is not chosen automatically on {device.type}"
     return Machine(
-        device=str(device), cpu_model=cpu_model, arch=arch, cpu_flags=flags, torch_isa=torch_isa,
-        native_bf16=native, bf16_reason=reason, cores=usable_cores(),
-        threads=torch.get_num_threads(), torch_version=torch.__version__.split("+")[0], gpu=gpu,
+        device=str(device),
+        cpu_model=cpu_model,
+        arch=arch,
+        cpu_flags=flags,
+        torch_isa=torch_isa,
+        native_bf16=native,
+        bf16_reason=reason,
+        cores=usable_cores(),
+        threads=torch.get_num_threads(),
+        torch_version=torch.__version__.split("+")[0],
+        gpu=gpu,
         gpu_capability=capability,
-    )  # fmt: skip
+    )
 
 
 def cpu_native_bf16(
@@ -208,10 +216,12 @@ def _cpu_model_and_flags() -> tuple[str, tuple[str, ...]]:
 def _torch_x86_flags() -> tuple[str, ...]:
     """The x86 flags as torch's cpuinfo library reads them (where there is no /proc/cpuinfo)."""
     queries = {
-        "avx2": "_is_avx2_supported", "avx512f": "_is_avx512_supported",
-        "avx512_vnni": "_is_vnni_supported", "avx512_bf16": "_is_avx512_bf16_supported",
+        "avx2": "_is_avx2_supported",
+        "avx512f": "_is_avx512_supported",
+        "avx512_vnni": "_is_vnni_supported",
+        "avx512_bf16": "_is_avx512_bf16_supported",
         "amx_tile": "_is_amx_tile_supported",
-    }  # fmt: skip
+    }
     have = {flag for flag, query in queries.items() if getattr(torch.cpu, query, lambda: False)()}
     return tuple(flag for flag in X86_FLAGS if flag in have)
 

@@ -51,9 +51,9 @@ def translate_texts(
     for batch_rows in TokenBatchSampler(lengths, budget, shuffle=False):
         rows = [todo[i] for i in batch_rows]
         batch = collate([(ids[row], []) for row in rows]).to(device)
-        for row, out in zip(rows, decode(model, batch.src, batch.src_valid, options,
-                                         use_cache=use_cache), strict=True):  # fmt: skip
-            outputs[row] = " ".join(tokenizer.decode(out).splitlines())
+        decoded = decode(model, batch.src, batch.src_valid, options, use_cache=use_cache)
+        for row, out in zip(rows, decoded, strict=True):
+            outputs[row] = " ".join(tokenizer.decode(out).splitlines())  # one line per input
         bar.update(len(rows))
     bar.close()
     return outputs

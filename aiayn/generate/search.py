@@ -45,15 +45,27 @@ def decode(
     eos, pad = model.config.eos_id, model.config.pad_id
     if options.beam == 1:
         rows = greedy_search(
-            model, src, src_valid, max_len=options.max_len_b, max_len_a=options.max_len_a,
-            min_len=options.min_len, use_cache=use_cache,
-        ).tolist()  # fmt: skip
+            model,
+            src,
+            src_valid,
+            max_len=options.max_len_b,
+            max_len_a=options.max_len_a,
+            min_len=options.min_len,
+            use_cache=use_cache,
+        ).tolist()
     else:
         hypotheses = beam_search(
-            model, src, src_valid, beam_size=options.beam, alpha=options.alpha,
-            coverage=options.coverage, max_len_a=options.max_len_a, max_len_b=options.max_len_b,
-            min_len=options.min_len, use_cache=use_cache,
-        )  # fmt: skip
+            model,
+            src,
+            src_valid,
+            beam_size=options.beam,
+            alpha=options.alpha,
+            coverage=options.coverage,
+            max_len_a=options.max_len_a,
+            max_len_b=options.max_len_b,
+            min_len=options.min_len,
+            use_cache=use_cache,
+        )
         rows = [best[0].tokens for best in hypotheses]
     rows = [row[: row.index(eos)] if eos in row else row for row in rows]
     return [[token for token in row if token != pad] for row in rows]

@@ -127,7 +127,7 @@ PRESETS: dict[str, ModelConfig] = {
         n_encoder_layers=3,
         n_decoder_layers=3,
         max_len=256,
-    ),  # fmt: skip
+    ),
     # GPT-2 small (124M with its 50257-token vocabulary).
     "gpt2-small": ModelConfig(
         vocab_size=50257,
@@ -138,7 +138,7 @@ PRESETS: dict[str, ModelConfig] = {
         n_decoder_layers=12,
         max_len=1024,
         **_GPT2,
-    ),  # fmt: skip
+    ),
     # nanoGPT's "baby GPT" for character-level Tiny Shakespeare.
     "baby-gpt": ModelConfig(
         vocab_size=68,
@@ -150,5 +150,5 @@ PRESETS: dict[str, ModelConfig] = {
         max_len=256,
         dropout=0.2,
         **_GPT2,
-    ),  # fmt: skip
+    ),
 }

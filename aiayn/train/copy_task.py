@@ -54,9 +54,15 @@ def copy_batch(sequences: list[Tensor], config: ModelConfig) -> tuple[Tensor, Te
 def copy_model_config(task: CopyTask) -> ModelConfig:
     """A 2-layer encoder-decoder sized for the task."""
     return ModelConfig(
-        vocab_size=task.vocab_size, d_model=64, n_heads=4, d_ff=128, n_encoder_layers=2,
-        n_decoder_layers=2, dropout=0.0, max_len=64,
-    )  # fmt: skip
+        vocab_size=task.vocab_size,
+        d_model=64,
+        n_heads=4,
+        d_ff=128,
+        n_encoder_layers=2,
+        n_decoder_layers=2,
+        dropout=0.0,
+        max_len=64,
+    )
 
 
 def train_copy_task(

@@ -138,14 +138,22 @@ class Trainer:
         tc, data = self.config.train, self.config.data
         self.model = self._seeded_model()
         self.optimizer = torch.optim.Adam(
-            self.model.parameters(), lr=0.0, betas=tc.betas, eps=tc.adam_eps,
-            weight_decay=tc.weight_decay, fused=True,  # one kernel per tensor, not ~10
-        )  # fmt: skip
+            self.model.parameters(),
+            lr=0.0,
+            betas=tc.betas,
+            eps=tc.adam_eps,
+            weight_decay=tc.weight_decay,
+            fused=True,  # one kernel per tensor, not ~10
+        )
         self.scaler = torch.amp.GradScaler(ctx.device.type, enabled=self.precision == "fp16")
         self.sampler = TokenBatchSampler(
-            self.data.train.lengths, data.max_tokens, seed=tc.seed, rank=ctx.rank,
-            world_size=ctx.world_size, bucket_size=data.bucket_size,
-        )  # fmt: skip
+            self.data.train.lengths,
+            data.max_tokens,
+            seed=tc.seed,
+            rank=ctx.rank,
+            world_size=ctx.world_size,
+            bucket_size=data.bucket_size,
+        )
         target = tc.tokens_per_update or data.max_tokens * ctx.world_size
         self.accumulate = max(1, math.ceil(target / (data.max_tokens * ctx.world_size)))
         self.state, self.saved_step = TrainerState(), None
@@ -165,9 +173,12 @@ class Trainer:
         tc = self.config.train
         self._print_start()
         bar = tqdm(
-            total=tc.max_steps, initial=self.state.step, disable=not self.progress,
-            unit="update", dynamic_ncols=True,
-        )  # fmt: skip
+            total=tc.max_steps,
+            initial=self.state.step,
+            disable=not self.progress,
+            unit="update",
+            dynamic_ncols=True,
+        )
         validation, stream = None, self._batch_stream()
         try:
             while not self._finished():
@@ -203,9 +214,11 @@ class Trainer:
             with nullcontext() if last or not ctx.distributed else self.ddp.no_sync():
                 with self.autocast():
                     out = batch_loss(
-                        self.ddp, batch.to(device), epsilon=tc.label_smoothing,
+                        self.ddp,
+                        batch.to(device),
+                        epsilon=tc.label_smoothing,
                         pad_id=self.config.model.pad_id,
-                    )  # fmt: skip
+                    )
                 self.scaler.scale(out.loss * scale).backward()
             sums += torch.stack([out.loss.detach(), out.nll.detach()]).double()
         loss_sum, nll_sum = all_reduce_sum(sums.tolist(), ctx)
@@ -223,9 +236,14 @@ class Trainer:
             self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
         return UpdateResult(
-            loss_sum / n_target, nll_sum / n_target, int(n_target), int(n_target + n_source),
-            lr, grad_norm, finite,
-        )  # fmt: skip
+            loss_sum / n_target,
+            nll_sum / n_target,
+            int(n_target),
+            int(n_target + n_source),
+            lr,
+            grad_norm,
+            finite,
+        )
 
     def validate_and_save(self) -> Validation | None:
         """Validate on rank 0, log and print the scores, save a checkpoint (and checkpoint-best
@@ -255,10 +273,12 @@ class Trainer:
         self.state.scaler = self.scaler.state_dict() if self.scaler.is_enabled() else None
         if self.ctx.is_main:
             scheduler = {
-                "schedule": self.config.train.schedule, "step": self.state.step,
-                "lr": learning_rate(self.config.train, self.state.step,
-                                    d_model=self.config.model.d_model),
-            }  # fmt: skip
+                "schedule": self.config.train.schedule,
+                "step": self.state.step,
+                "lr": learning_rate(
+                    self.config.train, self.state.step, d_model=self.config.model.d_model
+                ),
+            }
             path = checkpoint_dir(self.run_dir, self.state.step)
             save_checkpoint(
                 path, self.model, self.state, optimizer=self.optimizer, scheduler=scheduler
@@ -303,16 +323,23 @@ class Trainer:
         if self.state.step % tc.log_every == 0:
             loss, nll, n_target, n_tokens, elapsed = self.window
             record = {
-                **self._where(), "loss": loss / n_target, "nll": nll / n_target,
-                "ppl": perplexity(nll, n_target), "lr": update.lr,
-                "grad_norm": update.grad_norm, "tokens_per_second": n_tokens / elapsed,
-                "tokens": self.state.tokens, "seconds": self.state.seconds,
-            }  # fmt: skip
+                **self._where(),
+                "loss": loss / n_target,
+                "nll": nll / n_target,
+                "ppl": perplexity(nll, n_target),
+                "lr": update.lr,
+                "grad_norm": update.grad_norm,
+                "tokens_per_second": n_tokens / elapsed,
+                "tokens": self.state.tokens,
+                "seconds": self.state.seconds,
+            }
             self.log.append("train", record)
             bar.set_postfix(
-                loss=f"{record['loss']:.3f}", lr=f"{update.lr:.2e}",
-                tok_s=f"{record['tokens_per_second']:.0f}", epoch=f"{record['epoch']:.2f}",
-            )  # fmt: skip
+                loss=f"{record['loss']:.3f}",
+                lr=f"{update.lr:.2e}",
+                tok_s=f"{record['tokens_per_second']:.0f}",
+                epoch=f"{record['epoch']:.2f}",
+            )
             self.window[:] = 0
 
     def _skip(self, update: UpdateResult) -> None:
@@ -321,9 +348,13 @@ class Trainer:
         count, limit = self.state.nonfinite_in_a_row, self.config.train.max_nonfinite
         self.log.append(
             "nonfinite",
-            {**self._where(), "loss": str(update.loss), "grad_norm": str(update.grad_norm),
-             "in_a_row": count},
-        )  # fmt: skip
+            {
+                **self._where(),
+                "loss": str(update.loss),
+                "grad_norm": str(update.grad_norm),
+                "in_a_row": count,
+            },
+        )
         self._print(
             f"update {self.state.step + 1}: non-finite loss {update.loss} or gradient norm "
             f"{update.grad_norm}; update skipped ({count} in a row, limit {limit})"

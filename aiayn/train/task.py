@@ -84,7 +84,7 @@ def read_texts(config: DataConfig) -> tuple[list[tuple[str, str]] | str, ...]:
             data_dir=config.data_dir,
             train_files=config.train_files,
             valid_files=config.valid_files,
-        )  # fmt: skip
+        )
         for split in (train_split, valid_split)
     )
 

@@ -5,7 +5,7 @@ resolves `precision: auto` here; the benchmarks and the results pages name the m
 Native bf16 is read from the hardware and from the variables that cap the kernels torch may
 use (`ATEN_CPU_CAPABILITY`, `ONEDNN_MAX_CPU_ISA`), never from a timing probe: x86 CPUs with
 AVX512-BF16 or AMX, ARM CPUs with the BF16 extension, CUDA devices of compute capability 8.0+.
-Elsewhere a bf16 matrix multiply is emulated, and on an AVX2 CPU it runs ~100x slower than fp32.
+Elsewhere a bf16 matrix multiply is emulated: on an AVX2 CPU it ran 25-90x slower than fp32.
 """
 
 from __future__ import annotations

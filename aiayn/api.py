@@ -197,15 +197,8 @@ class TextModel:
             positions=max_len,
             keep_end=True,
         )
-        new = generate_ids(
-            self.model,
-            torch.tensor(ids, dtype=torch.long, device=self.device),
-            max_new_tokens=options.max_new_tokens,
-            temperature=options.temperature,
-            top_k=options.top_k,
-            top_p=options.top_p,
-            seed=options.seed,
-        ).tolist()
+        prompt_ids = torch.tensor(ids, dtype=torch.long, device=self.device)
+        new = generate_ids(self.model, prompt_ids, options).tolist()
         new = new[: new.index(self.config.model.eos_id)] if self.config.model.eos_id in new else new
         before = self.tokenizer.decode(ids)
         text = self.tokenizer.decode(ids + new)

@@ -70,6 +70,7 @@ def padded(sources: list[list[int]], pad_id: int):
 
 
 def aiayn_decoder(work: Path, race: Race, *, use_cache: bool) -> Decode:
+    from aiayn.generate.options import DecodeOptions
     from aiayn.generate.search import beam_search, greedy_search
     from benchmarks.race_weights import load_aiayn
 
@@ -77,11 +78,10 @@ def aiayn_decoder(work: Path, race: Race, *, use_cache: bool) -> Decode:
 
     def decode(sources: list[list[int]], beam: int) -> list[list[int]]:
         src = padded(sources, race.pad_id)
+        options = DecodeOptions(beam=beam, alpha=race.alpha, max_len_a=0.0, max_len_b=n, min_len=n)
         if beam == 1:
-            out = greedy_search(model, src, max_len=n, min_len=n, use_cache=use_cache)
-            return out.tolist()
-        hyps = beam_search(model, src, beam_size=beam, alpha=race.alpha, max_len_a=0.0,
-                           max_len_b=n, min_len=n, use_cache=use_cache)  # fmt: skip
+            return greedy_search(model, src, options=options, use_cache=use_cache).tolist()
+        hyps = beam_search(model, src, options=options, use_cache=use_cache)
         return [best[0].tokens for best in hyps]
 
     return decode

@@ -86,7 +86,7 @@ def test_the_decoder_follows_the_options(run):
     def cut(row: list[int]) -> list[int]:
         return row[: row.index(eos)] if eos in row else [t for t in row if t != 0]
 
-    greedy = greedy_search(model, src, max_len=10, max_len_a=1.5)
+    greedy = greedy_search(model, src, options=DecodeOptions(max_len_b=10, max_len_a=1.5))
     assert decode(model, src, options=DecodeOptions(beam=1)) == [cut(r) for r in greedy.tolist()]
-    best = [h[0].tokens for h in beam_search(model, src, beam_size=3, alpha=0.6)]
+    best = [h[0].tokens for h in beam_search(model, src, options=DecodeOptions(beam=3, alpha=0.6))]
     assert decode(model, src, options=DecodeOptions(beam=3)) == [cut(r) for r in best]

@@ -9,6 +9,7 @@ import torch
 from torch import Tensor
 
 from aiayn.generate.decoding import DecoderState, Model, decode_token_by_token, pad_outputs
+from aiayn.generate.options import DecodeOptions
 from aiayn.model.transformer import LanguageModel
 
 
@@ -68,65 +69,60 @@ def sample(
     model: Model,
     src: Tensor,
     src_valid: Tensor | None = None,
+    options: DecodeOptions | None = None,
     *,
-    max_len: int,
-    max_len_a: float = 0.0,
-    temperature: float = 1.0,
-    top_k: int = 0,
-    top_p: float = 1.0,
-    seed: int | None = None,
-    min_len: int = 0,
     use_cache: bool = True,
 ) -> Tensor:
-    """Sample each row's output token by token until EOS or `max_len` tokens.
+    """Sample each row's output token by token until EOS or its maximum length.
 
     Args:
         model: An encoder-decoder, or a decoder-only model (`src` is then the prompt).
         src: (batch, src_len) ids; src_valid defaults to src != pad.
-        max_len: Most output tokens per row, EOS included (an encoder-decoder: fewer if its
-            positions end sooner); with `max_len_a`, floor(max_len_a * source length +
-            max_len) per row.
-        temperature, top_k, top_p: See `sample_tokens` and `filter_logits`.
-        seed: Seed of the draws (a `torch.Generator` on the model's device); the same seed,
-            inputs and batch give the same outputs. None draws from torch's global generator.
-        min_len: No EOS before this many output tokens.
+        options: `temperature`, `top_k`, `top_p` (see `sample_tokens` and `filter_logits`);
+            `seed` of the draws (a `torch.Generator` on the model's device: the same seed,
+            inputs and batch give the same outputs; None draws from torch's global generator);
+            `max_len_a`, `max_len_b`, each row's most output tokens, EOS included,
+            floor(max_len_a * source length + max_len_b) (an encoder-decoder: fewer if its
+            positions end sooner); `min_len`, no EOS before this many output tokens.
         use_cache: Decode incrementally on the key/value cache.
 
     Returns:
-        (batch, out_len) ids, each row ending with EOS unless cut at max_len, padded after it.
+        (batch, out_len) ids, each row ending with EOS unless cut at its maximum length,
+        padded after it.
     """
-    check_sampling(temperature=temperature, top_k=top_k, top_p=top_p)
+    options = options or DecodeOptions()
     generator = None
-    if seed is not None:
-        generator = torch.Generator(device=src.device).manual_seed(seed)
+    if options.seed is not None:
+        generator = torch.Generator(device=src.device).manual_seed(options.seed)
 
     def choose(log_probs: Tensor) -> Tensor:
         return sample_tokens(
-            log_probs, temperature=temperature, top_k=top_k, top_p=top_p, generator=generator
+            log_probs,
+            temperature=options.temperature,
+            top_k=options.top_k,
+            top_p=options.top_p,
+            generator=generator,
         )
 
     state = DecoderState(model, src, src_valid, use_cache=use_cache)
-    max_lens = state.max_output_lengths(max_len_a, max_len)
-    outputs = decode_token_by_token(state, choose, max_lens=max_lens, min_len=min_len)
+    max_lens = state.max_output_lengths(options.max_len_a, options.max_len_b)
+    outputs = decode_token_by_token(state, choose, max_lens=max_lens, min_len=options.min_len)
     return pad_outputs(outputs, model.config.pad_id, src.device)
 
 
 def generate(
     model: LanguageModel,
     prompt: Tensor,
+    options: DecodeOptions | None = None,
     *,
-    max_new_tokens: int = 200,
-    temperature: float = 1.0,
-    top_k: int = 0,
-    top_p: float = 1.0,
-    seed: int | None = None,
     use_cache: bool = True,
 ) -> Tensor:
     """Continue a prompt with a decoder-only model, sampling (temperature 0: greedy).
 
-    Stops at EOS or after `max_new_tokens`; past the model's positions it conditions on the
-    last `max_len` tokens (a sliding window), so of a prompt longer than the positions only
-    the last `max_len` tokens count.
+    Stops at EOS or after `options.max_new_tokens`; past the model's positions it conditions
+    on the last `max_len` tokens (a sliding window), so of a prompt longer than the positions
+    only the last `max_len` tokens count. `temperature`, `top_k`, `top_p` and `seed` as in
+    `sample`.
 
     Args:
         model: A `LanguageModel` in eval mode.
@@ -138,15 +134,8 @@ def generate(
     """
     if model.config.kind != "decoder-only":
         raise ValueError("generate continues a prompt with a decoder-only model; use sample")
+    options = options or DecodeOptions()
+    length = options.replace(max_len_a=0.0, max_len_b=options.max_new_tokens)
     rows = prompt[None] if prompt.dim() == 1 else prompt
-    out = sample(
-        model,
-        rows,
-        max_len=max_new_tokens,
-        temperature=temperature,
-        top_k=top_k,
-        top_p=top_p,
-        seed=seed,
-        use_cache=use_cache,
-    )
+    out = sample(model, rows, options=length, use_cache=use_cache)
     return out[0] if prompt.dim() == 1 else out

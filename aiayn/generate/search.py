@@ -44,28 +44,9 @@ def decode(
     options = options or DecodeOptions()
     eos, pad = model.config.eos_id, model.config.pad_id
     if options.beam == 1:
-        rows = greedy_search(
-            model,
-            src,
-            src_valid,
-            max_len=options.max_len_b,
-            max_len_a=options.max_len_a,
-            min_len=options.min_len,
-            use_cache=use_cache,
-        ).tolist()
+        rows = greedy_search(model, src, src_valid, options, use_cache=use_cache).tolist()
     else:
-        hypotheses = beam_search(
-            model,
-            src,
-            src_valid,
-            beam_size=options.beam,
-            alpha=options.alpha,
-            coverage=options.coverage,
-            max_len_a=options.max_len_a,
-            max_len_b=options.max_len_b,
-            min_len=options.min_len,
-            use_cache=use_cache,
-        )
+        hypotheses = beam_search(model, src, src_valid, options, use_cache=use_cache)
         rows = [best[0].tokens for best in hypotheses]
     rows = [row[: row.index(eos)] if eos in row else row for row in rows]
     return [[token for token in row if token != pad] for row in rows]
@@ -76,10 +57,8 @@ def greedy_search(
     model: Model,
     src: Tensor,
     src_valid: Tensor | None = None,
+    options: DecodeOptions | None = None,
     *,
-    max_len: int,
-    max_len_a: float = 0.0,
-    min_len: int = 0,
     use_cache: bool = True,
 ) -> Tensor:
     """Pick the most likely token at each step until every row has produced EOS.
@@ -88,21 +67,24 @@ def greedy_search(
         model: An encoder-decoder, or a decoder-only model (`src` is then the prompt); put it
             in eval mode first.
         src: (batch, src_len) source ids; src_valid defaults to src != pad.
-        max_len: Most output tokens per row, EOS included (an encoder-decoder: fewer if its
-            positions end sooner); with `max_len_a`, floor(max_len_a * source length + max_len)
-            per row.
-        min_len: No EOS before this many output tokens.
+        options: Its `max_len_a` and `max_len_b` give each row's most output tokens, EOS
+            included, floor(max_len_a * source length + max_len_b) (an encoder-decoder: fewer
+            if its positions end sooner); `min_len`: no EOS before this many output tokens.
         use_cache: Decode incrementally on the key/value cache; False recomputes the whole
             prefix each step (the reference the cache is tested against).
 
     Returns:
-        (batch, out_len) ids without BOS, each row ending with EOS unless cut at max_len,
-        padded with pad after EOS.
+        (batch, out_len) ids without BOS, each row ending with EOS unless cut at its maximum
+        length, padded with pad after EOS.
     """
+    options = options or DecodeOptions()
     state = DecoderState(model, src, src_valid, use_cache=use_cache)
-    max_lens = state.max_output_lengths(max_len_a, max_len)
+    max_lens = state.max_output_lengths(options.max_len_a, options.max_len_b)
     outputs = decode_token_by_token(
-        state, lambda log_probs: log_probs.argmax(dim=-1), max_lens=max_lens, min_len=min_len
+        state,
+        lambda log_probs: log_probs.argmax(dim=-1),
+        max_lens=max_lens,
+        min_len=options.min_len,
     )
     return pad_outputs(outputs, model.config.pad_id, src.device)
 
@@ -181,19 +163,13 @@ def beam_search(
     model: Model,
     src: Tensor,
     src_valid: Tensor | None = None,
+    options: DecodeOptions | None = None,
     *,
-    beam_size: int = 4,
-    alpha: float = 0.6,
-    coverage: float = 0.0,
-    max_len_a: float = 1.5,
-    max_len_b: int = 10,
-    min_len: int = 0,
-    n_best: int = 1,
     use_cache: bool = True,
 ) -> list[list[Hypothesis]]:
     """Beam search over all sentences of a batch at once, on the key/value cache.
 
-    Each step extends the k = `beam_size` live hypotheses of every sentence by every token and
+    Each step extends the k = `options.beam` live hypotheses of every sentence by every token and
     keeps the best 2k extensions by log P: those ending in EOS among the first k are finished,
     and the best k others live on. Finished hypotheses are ranked by log P / lp + cp
     (`length_penalty`, `coverage_penalty`). A sentence stops only when none of its live
@@ -206,21 +182,21 @@ def beam_search(
     Args:
         model: An encoder-decoder, or a decoder-only model (`src` is then the prompt).
         src: (batch, src_len) ids; src_valid defaults to src != pad.
-        beam_size: Hypotheses kept per sentence (k).
-        alpha: Length penalty exponent; 0 ranks by log P alone.
-        coverage: Coverage penalty weight beta (encoder-decoder only); 0 turns it off.
-        max_len_a, max_len_b: Maximum output length a * source length + b, the source's EOS
-            counted (also capped by the model's positions).
-        min_len: No EOS before this many output tokens.
-        n_best: Hypotheses returned per sentence (at most `beam_size`).
+        options: `beam` (k, hypotheses kept per sentence); `alpha`, the length penalty
+            exponent (0 ranks by log P alone); `coverage`, the coverage penalty weight beta
+            (encoder-decoder only; 0 turns it off); `max_len_a`, `max_len_b`, the maximum
+            output length a * source length + b, the source's EOS counted (also capped by the
+            model's positions); `min_len`, no EOS before this many output tokens; `n_best`,
+            hypotheses returned per sentence.
         use_cache: Decode incrementally on the key/value cache; False recomputes the whole
             prefix each step.
 
     Returns:
         Per sentence, its best `n_best` hypotheses, best first.
     """
-    if not 1 <= n_best <= beam_size:
-        raise ValueError(f"need 1 <= n_best <= beam_size, got {n_best=}, {beam_size=}")
+    options = options or DecodeOptions()
+    beam_size, alpha, coverage = options.beam, options.alpha, options.coverage
+    min_len, n_best = options.min_len, options.n_best
     if coverage and model.config.kind != "encoder-decoder":
         raise ValueError(f"the coverage penalty needs an encoder-decoder, got {coverage=}")
     with keeping_cross_attention(model) if coverage else nullcontext():
@@ -228,7 +204,7 @@ def beam_search(
             model, src, src_valid, use_cache=use_cache, read_cross_attention=bool(coverage)
         )
         search = _BeamSearch(state, beam_size, alpha, coverage, min_len=min_len, n_best=n_best)
-        beams = search.start(state.max_output_lengths(max_len_a, max_len_b))
+        beams = search.start(state.max_output_lengths(options.max_len_a, options.max_len_b))
         for step in range(1, int(beams.max_lens.max()) + 1):
             logits = state.next_logits(beams.tokens if step > 1 else state.prefix)
             candidates = search.extend(beams, logits, step)

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from aiayn.generate.options import DecodeOptions
 from aiayn.generate.search import greedy_search
 from aiayn.model.config import ModelConfig
 from aiayn.model.transformer import Transformer
@@ -107,7 +108,9 @@ def demo(*, seconds: float = 60.0, seed: int = 0, n_examples: int = 8) -> float:
     model = train_copy_task(task, seconds=seconds, seed=seed)
     sequences = task.sample(200, torch.Generator().manual_seed(seed + 1))
     src, _, tgt_out = copy_batch(sequences, model.config)
-    out = greedy_search(model, src, max_len=task.max_len + 2)
+    out = greedy_search(
+        model, src, options=DecodeOptions(max_len_a=0.0, max_len_b=task.max_len + 2)
+    )
     exact = [
         out[i, : len(s) + 1].tolist() == tgt_out[i, : len(s) + 1].tolist()
         for i, s in enumerate(sequences)

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from aiayn.generate.decoding import DecoderState, next_log_probs, pad_outputs
+from aiayn.generate.options import DecodeOptions
 from aiayn.generate.search import greedy_search
 from tests.generate.models import BOS, EOS, PAD, sources, tiny_model
 
@@ -90,9 +91,19 @@ def test_max_output_lengths_follow_a_and_b_and_stop_at_the_positions():
 def test_a_language_model_slides_its_window_past_the_positions():
     lm = tiny_model("decoder-only", max_len=8)
     prompt = torch.tensor([[5, 6, 7], [8, 9, 10]])
-    out = greedy_search(lm, prompt, max_len=12, min_len=12)  # no EOS: all 12 tokens
+    out = greedy_search(
+        lm, prompt, options=DecodeOptions(max_len_a=0.0, max_len_b=12, min_len=12)
+    )  # no EOS: all 12 tokens
     assert out.shape == (2, 12)  # 15 tokens from a model with 8 positions
-    assert torch.equal(out, greedy_search(lm, prompt, max_len=12, min_len=12, use_cache=False))
+    assert torch.equal(
+        out,
+        greedy_search(
+            lm,
+            prompt,
+            options=DecodeOptions(max_len_a=0.0, max_len_b=12, min_len=12),
+            use_cache=False,
+        ),
+    )
     tokens = torch.cat([prompt, out], dim=1)
     for t in range(8, tokens.size(1)):  # each token past the positions: the last 8 decide it
         logits = lm(tokens[:, t - 8 : t])[:, -1].float()

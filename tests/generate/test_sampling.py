@@ -8,6 +8,7 @@ import math
 import pytest
 import torch
 
+from aiayn.generate.options import DecodeOptions
 from aiayn.generate.sampling import filter_logits, generate, sample, sample_tokens
 from aiayn.generate.search import greedy_search
 from tests.generate.models import EOS, ScriptedModel, sources, tiny_model
@@ -52,8 +53,10 @@ def test_draws_follow_the_filtered_distribution():
 def test_sampling_options_are_checked():
     with pytest.raises(ValueError, match="top_p=1.5"):
         filter_logits(PROBS, top_p=1.5)
+    with pytest.raises(ValueError, match="temperature must be >= 0, got -1"):
+        DecodeOptions(temperature=-1)  # checked where the options are made (test_options.py)
     with pytest.raises(ValueError, match="temperature=-1"):
-        sample(tiny_model(), sources([3])[0], max_len=5, temperature=-1)
+        sample_tokens(PROBS.log(), temperature=-1)
 
 
 @pytest.mark.parametrize("kind", ["encoder-decoder", "decoder-only"])
@@ -62,19 +65,35 @@ def test_a_seed_reproduces_samples_and_temperature_zero_is_greedy(kind):
     src, src_valid = sources([4, 6, 2], seed=1)
     if kind == "decoder-only":
         src, src_valid = src[:, :2].clamp(min=4), None
-    options = dict(max_len=12, top_p=0.9, top_k=8, temperature=1.5)
-    first = sample(model, src, src_valid, seed=3, **options)
-    assert torch.equal(first, sample(model, src, src_valid, seed=3, **options))
-    assert torch.equal(first, sample(model, src, src_valid, seed=3, use_cache=False, **options))
-    others = [sample(model, src, src_valid, seed=s, **options) for s in range(4, 8)]
+    options = DecodeOptions(max_len_a=0.0, max_len_b=12, top_p=0.9, top_k=8, temperature=1.5)
+    first = sample(model, src, src_valid, options.replace(seed=3))
+    assert torch.equal(first, sample(model, src, src_valid, options.replace(seed=3)))
+    assert torch.equal(
+        first, sample(model, src, src_valid, options.replace(seed=3), use_cache=False)
+    )
+    others = [sample(model, src, src_valid, options.replace(seed=s)) for s in range(4, 8)]
     assert any(not torch.equal(first, other) for other in others)
-    greedy = greedy_search(model, src, src_valid, max_len=12)
-    assert torch.equal(sample(model, src, src_valid, max_len=12, temperature=0.0), greedy)
+    greedy = greedy_search(
+        model, src, src_valid, options=DecodeOptions(max_len_a=0.0, max_len_b=12)
+    )
+    assert torch.equal(
+        sample(
+            model,
+            src,
+            src_valid,
+            options=DecodeOptions(max_len_a=0.0, max_len_b=12, temperature=0.0),
+        ),
+        greedy,
+    )
 
 
 def test_sampling_stops_rows_at_eos():
     model = ScriptedModel(lambda source, prefix: {EOS: 0.5, 4: 0.5})
-    out = sample(model, torch.tensor([[4, EOS]] * 64), max_len=30, seed=0)
+    out = sample(
+        model,
+        torch.tensor([[4, EOS]] * 64),
+        options=DecodeOptions(max_len_a=0.0, max_len_b=30, seed=0),
+    )
     for row in out.tolist():
         assert EOS in row and all(t == 0 for t in row[row.index(EOS) + 1 :])
     lengths = [row.index(EOS) + 1 for row in out.tolist()]
@@ -85,17 +104,31 @@ def test_sampling_stops_rows_at_eos():
 def test_generate_continues_a_prompt_with_a_language_model():
     lm = tiny_model("decoder-only", max_len=20)
     prompt = torch.tensor([5, 6, 7])
-    greedy = generate(lm, prompt, max_new_tokens=8, temperature=0.0)
-    reference = greedy_search(lm, prompt[None], max_len=8)[0]
+    greedy = generate(lm, prompt, options=DecodeOptions(max_new_tokens=8, temperature=0.0))
+    reference = greedy_search(lm, prompt[None], options=DecodeOptions(max_len_a=0.0, max_len_b=8))[
+        0
+    ]
     assert torch.equal(greedy, reference) and greedy.dim() == 1
-    batch = generate(lm, prompt.expand(4, -1), max_new_tokens=30, seed=1)
+    batch = generate(lm, prompt.expand(4, -1), options=DecodeOptions(max_new_tokens=30, seed=1))
     assert batch.shape[0] == 4 and batch.shape[1] <= 30
-    assert generate(lm, torch.tensor([], dtype=torch.long), max_new_tokens=3).numel() <= 3
+    assert (
+        generate(
+            lm, torch.tensor([], dtype=torch.long), options=DecodeOptions(max_new_tokens=3)
+        ).numel()
+        <= 3
+    )
     with pytest.raises(ValueError, match="decoder-only"):
         generate(tiny_model(), prompt)
     long_prompt = torch.randint(4, 13, (30,), generator=torch.Generator().manual_seed(0))
     # 30 tokens for 20 positions: the last 20 decide, as in nanoGPT
-    from_end = generate(lm, long_prompt[-20:], max_new_tokens=6, temperature=0.0)
-    from_start = generate(lm, long_prompt[:20], max_new_tokens=6, temperature=0.0)
-    assert torch.equal(generate(lm, long_prompt, max_new_tokens=6, temperature=0.0), from_end)
+    from_end = generate(
+        lm, long_prompt[-20:], options=DecodeOptions(max_new_tokens=6, temperature=0.0)
+    )
+    from_start = generate(
+        lm, long_prompt[:20], options=DecodeOptions(max_new_tokens=6, temperature=0.0)
+    )
+    assert torch.equal(
+        generate(lm, long_prompt, options=DecodeOptions(max_new_tokens=6, temperature=0.0)),
+        from_end,
+    )
     assert not torch.equal(from_end, from_start)

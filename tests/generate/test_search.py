@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from aiayn.generate.decoding import keeping_cross_attention
+from aiayn.generate.options import DecodeOptions
 from aiayn.generate.search import beam_search, coverage_penalty, greedy_search, length_penalty
 from tests.generate.models import EOS, PAD, UNK, ScriptedModel, sources, tiny_model
 
@@ -39,7 +40,9 @@ SCRIPT = {
 def test_scripted_beam_gives_exact_tokens_scores_and_stops_when_nothing_can_improve():
     model = ScriptedModel(table(SCRIPT))
     src = torch.tensor([[W1, EOS]])
-    [hyps] = beam_search(model, src, beam_size=2, alpha=0.6, max_len_a=0, max_len_b=10, n_best=2)
+    [hyps] = beam_search(
+        model, src, options=DecodeOptions(beam=2, alpha=0.6, max_len_a=0, max_len_b=10, n_best=2)
+    )
     # Step 1 keeps W1 (.5) and W2 (.3); EOS (.2) ranks third, outside the beam. Step 2 finishes
     # W1 EOS (.3) and W2 EOS (.27). Step 3 finishes W1 W1 EOS (.135) and W1 W2 EOS (.05); the
     # one live hypothesis, W1 W1 W1 (.015), cannot reach the second best: log .015 / lp(10)
@@ -59,30 +62,44 @@ def test_search_goes_on_while_a_longer_hypothesis_can_still_win_under_the_length
     # (as "n finished hypotheses" rules do with beam 1) would return the worse one.
     script = table({(): {EOS: 0.55, W1: 0.45}, (W1,): {W1: 1.0}, (W1, W1): {W1: 1.0}})
     src = torch.tensor([[W1, EOS]])
-    [[best]] = beam_search(ScriptedModel(script), src, beam_size=1, alpha=1.0, max_len_b=10)
+    [[best]] = beam_search(
+        ScriptedModel(script), src, options=DecodeOptions(beam=1, alpha=1.0, max_len_b=10)
+    )
     assert best.tokens == [W1, W1, W1, EOS]
     assert best.score == pytest.approx(math.log(0.45) / lp(4, 1.0), abs=1e-6)
-    [[best]] = beam_search(ScriptedModel(script), src, beam_size=1, alpha=0.0, max_len_b=10)
+    [[best]] = beam_search(
+        ScriptedModel(script), src, options=DecodeOptions(beam=1, alpha=0.0, max_len_b=10)
+    )
     assert best.tokens == [EOS]
-    assert greedy_search(ScriptedModel(script), src, max_len=10).tolist() == [[EOS]]
+    assert greedy_search(
+        ScriptedModel(script), src, options=DecodeOptions(max_len_a=0.0, max_len_b=10)
+    ).tolist() == [[EOS]]
 
 
 def test_min_len_forbids_early_eos_and_max_len_cuts_unfinished_hypotheses():
     model = ScriptedModel(table({(): {EOS: 0.9, W1: 0.1}, (W1,): {EOS: 0.8, W1: 0.2}}))
     src = torch.tensor([[W1, EOS]])
-    [[best]] = beam_search(model, src, beam_size=2, alpha=0.0, min_len=1, max_len_b=10)
+    [[best]] = beam_search(
+        model, src, options=DecodeOptions(beam=2, alpha=0.0, min_len=1, max_len_b=10)
+    )
     assert best.tokens == [W1, EOS]
-    assert greedy_search(model, src, max_len=10, min_len=1).tolist() == [[W1, EOS]]
+    assert greedy_search(
+        model, src, options=DecodeOptions(max_len_a=0.0, max_len_b=10, min_len=1)
+    ).tolist() == [[W1, EOS]]
     looping = ScriptedModel(table({(): {W1: 1.0}, **{(W1,) * n: {W1: 1.0} for n in range(1, 9)}}))
-    [[cut]] = beam_search(looping, src, beam_size=2, max_len_a=0, max_len_b=3)
+    [[cut]] = beam_search(looping, src, options=DecodeOptions(beam=2, max_len_a=0, max_len_b=3))
     assert cut.tokens == [W1, W1, W1] and not cut.finished and cut.score == 0.0
-    assert greedy_search(looping, src, max_len=3).tolist() == [[W1, W1, W1]]
+    assert greedy_search(
+        looping, src, options=DecodeOptions(max_len_a=0.0, max_len_b=3)
+    ).tolist() == [[W1, W1, W1]]
 
 
 def test_max_len_is_a_times_source_length_plus_b_per_sentence():
     looping = ScriptedModel(lambda source, prefix: {W1: 1.0})
     src, src_valid = sources([2, 5])
-    hyps = beam_search(looping, src, src_valid, beam_size=2, max_len_a=1.5, max_len_b=1)
+    hyps = beam_search(
+        looping, src, src_valid, options=DecodeOptions(beam=2, max_len_a=1.5, max_len_b=1)
+    )
     assert [len(h[0].tokens) for h in hyps] == [4, 8]  # floor(1.5 * 2 + 1), floor(1.5 * 5 + 1)
 
 
@@ -117,10 +134,10 @@ def test_a_beam_holding_every_prefix_finds_the_exhaustive_optimum_and_n_best(alp
         ),
         key=lambda pair: -pair[0],
     )
-    [hyps] = beam_search(
-        model, src, beam_size=128, alpha=alpha, max_len_a=0, max_len_b=max_len,
-        min_len=min_len, n_best=5,
-    )  # fmt: skip
+    options = DecodeOptions(
+        beam=128, alpha=alpha, max_len_a=0, max_len_b=max_len, min_len=min_len, n_best=5
+    )
+    [hyps] = beam_search(model, src, options=options)
     assert [h.tokens for h in hyps] == [out for _, out in exhaustive[:5]]
     assert [h.score for h in hyps] == pytest.approx([s for s, _ in exhaustive[:5]], abs=1e-5)
 
@@ -131,8 +148,12 @@ def test_beam_one_without_length_penalty_equals_greedy(kind):
     src, src_valid = sources([3, 6, 1, 9], seed=2)
     if kind == "decoder-only":
         src, src_valid = src[:, :3].clamp(min=4), None  # a batch of 3-token prompts
-    greedy = greedy_search(model, src, src_valid, max_len=12)
-    beams = beam_search(model, src, src_valid, beam_size=1, alpha=0.0, max_len_a=0, max_len_b=12)
+    greedy = greedy_search(
+        model, src, src_valid, options=DecodeOptions(max_len_a=0.0, max_len_b=12)
+    )
+    beams = beam_search(
+        model, src, src_valid, options=DecodeOptions(beam=1, alpha=0.0, max_len_a=0, max_len_b=12)
+    )
     for row, [hyp] in enumerate(beams):
         assert greedy[row, : len(hyp.tokens)].tolist() == hyp.tokens
         assert (greedy[row, len(hyp.tokens) :] == PAD).all()
@@ -150,14 +171,19 @@ def test_cached_and_uncached_search_give_identical_outputs(kind):
     src, src_valid = sources([4, 7, 2], seed=3)
     if model.config.kind == "decoder-only":
         src, src_valid = src[:, :2].clamp(min=4), None
-    options = dict(beam_size=3, alpha=0.6, max_len_a=1.0, max_len_b=5, n_best=3)
-    cached = beam_search(model, src, src_valid, use_cache=True, **options)
-    uncached = beam_search(model, src, src_valid, use_cache=False, **options)
+    options = DecodeOptions(beam=3, alpha=0.6, max_len_a=1.0, max_len_b=5, n_best=3)
+    cached = beam_search(model, src, src_valid, options, use_cache=True)
+    uncached = beam_search(model, src, src_valid, options, use_cache=False)
     for with_cache, without in zip(cached, uncached, strict=True):
         assert [h.tokens for h in with_cache] == [h.tokens for h in without]
         for a, b in zip(with_cache, without, strict=True):
             assert a.token_log_probs == pytest.approx(b.token_log_probs, abs=1e-5)
-    greedy = [greedy_search(model, src, src_valid, max_len=9, use_cache=c) for c in (True, False)]
+    greedy = [
+        greedy_search(
+            model, src, src_valid, options=DecodeOptions(max_len_a=0.0, max_len_b=9), use_cache=c
+        )
+        for c in (True, False)
+    ]
     assert torch.equal(*greedy)
 
 
@@ -165,16 +191,20 @@ def test_a_sentence_gives_the_same_output_alone_and_inside_any_batch():
     model = tiny_model()
     lengths = [5, 1, 9, 3, 7]  # a length-1 source is an empty line: EOS alone
     src, src_valid = sources(lengths, seed=4)
-    options = dict(beam_size=3, alpha=0.6, max_len_a=1.2, max_len_b=4, n_best=2)
+    options = DecodeOptions(beam=3, alpha=0.6, max_len_a=1.2, max_len_b=4, n_best=2)
     alone_beam, alone_greedy = [], []
     for row, n in enumerate(lengths):
         one = src[row : row + 1, :n]
-        alone_beam.append(beam_search(model, one, **options)[0])
-        alone_greedy.append(greedy_search(model, one, max_len=12)[0])
+        alone_beam.append(beam_search(model, one, options=options)[0])
+        alone_greedy.append(
+            greedy_search(model, one, options=DecodeOptions(max_len_a=0.0, max_len_b=12))[0]
+        )
     for order in ([0, 1, 2, 3, 4], [4, 2, 0, 3, 1], [2, 1], [3, 3, 0]):
         batch, batch_valid = src[order], src_valid[order]
-        beams = beam_search(model, batch, batch_valid, **options)
-        greedy = greedy_search(model, batch, batch_valid, max_len=12)
+        beams = beam_search(model, batch, batch_valid, options)
+        greedy = greedy_search(
+            model, batch, batch_valid, options=DecodeOptions(max_len_a=0.0, max_len_b=12)
+        )
         for i, row in enumerate(order):
             assert [h.tokens for h in beams[i]] == [h.tokens for h in alone_beam[row]]
             scores = [h.score for h in alone_beam[row]]
@@ -187,12 +217,14 @@ def test_a_sentence_gives_the_same_output_alone_and_inside_any_batch():
 def test_outputs_end_at_eos_and_within_the_models_positions():
     model = tiny_model(max_len=6)
     src, src_valid = sources([3, 5], seed=5)
-    for hyps in beam_search(model, src, src_valid, beam_size=4, max_len_b=50, n_best=4):
+    for hyps in beam_search(
+        model, src, src_valid, options=DecodeOptions(beam=4, max_len_b=50, n_best=4)
+    ):
         for hyp in hyps:
             assert len(hyp.tokens) <= 6 and EOS not in hyp.tokens[:-1]
             assert hyp.finished == (hyp.tokens[-1] == EOS)
             assert hyp.log_prob == pytest.approx(sum(hyp.token_log_probs), abs=1e-5)
-    out = greedy_search(model, src, src_valid, max_len=50)
+    out = greedy_search(model, src, src_valid, options=DecodeOptions(max_len_a=0.0, max_len_b=50))
     assert out.size(1) <= 6
     for row in out.tolist():
         if EOS in row:
@@ -202,9 +234,9 @@ def test_outputs_end_at_eos_and_within_the_models_positions():
 def test_coverage_penalty_scores_match_teacher_forced_attention():
     model = tiny_model(seed=2)
     src, src_valid = sources([6, 4], seed=6)
-    options = dict(beam_size=3, alpha=0.6, coverage=0.4, max_len_a=1.0, max_len_b=3, n_best=2)
-    cached = beam_search(model, src, src_valid, **options)
-    uncached = beam_search(model, src, src_valid, use_cache=False, **options)
+    options = DecodeOptions(beam=3, alpha=0.6, coverage=0.4, max_len_a=1.0, max_len_b=3, n_best=2)
+    cached = beam_search(model, src, src_valid, options)
+    uncached = beam_search(model, src, src_valid, options, use_cache=False)
     assert [[h.tokens for h in hyps] for hyps in cached] == [
         [h.tokens for h in hyps] for hyps in uncached
     ]
@@ -231,7 +263,7 @@ def test_coverage_penalty_is_log_of_capped_coverage_over_real_source_tokens():
 def test_bad_options_are_refused_with_their_values():
     model = tiny_model()
     src, _ = sources([3])
-    with pytest.raises(ValueError, match="n_best=5"):
-        beam_search(model, src, beam_size=4, n_best=5)
+    with pytest.raises(ValueError, match=r"n_best \(5\) cannot exceed beam \(4\)"):
+        beam_search(model, src, options=DecodeOptions(beam=4, n_best=5))
     with pytest.raises(ValueError, match="coverage"):
-        beam_search(tiny_model("decoder-only"), src, coverage=0.2)
+        beam_search(tiny_model("decoder-only"), src, options=DecodeOptions(coverage=0.2))

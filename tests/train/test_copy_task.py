@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from aiayn.generate.options import DecodeOptions
 from aiayn.generate.search import greedy_search
 from aiayn.train.copy_task import CopyTask, copy_batch, copy_model_config, train_copy_task
 
@@ -20,7 +21,9 @@ def test_copy_task_is_learned_and_held_out_sequences_are_copied_exactly():
     model = train_copy_task(task, steps=1000, seed=0)
     held_out = task.sample(300, torch.Generator().manual_seed(12345))
     src, _, tgt_out = copy_batch(held_out, model.config)
-    out = greedy_search(model, src, max_len=task.max_len + 2)
+    out = greedy_search(
+        model, src, options=DecodeOptions(max_len_a=0.0, max_len_b=task.max_len + 2)
+    )
     for row, seq in enumerate(held_out):
         assert out[row, : len(seq) + 1].tolist() == seq.tolist() + [model.config.eos_id]
 

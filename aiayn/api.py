@@ -295,11 +295,11 @@ class TextModel:
         """What `evaluate` scores when given neither a split nor files."""
         return TEST_SPLIT[self.config.data.dataset]
 
-    def _split(self, split: str | None) -> list[tuple[str, str]] | str:
+    def _split(self, split: str) -> list[tuple[str, str]] | str:
         data = self.config.data
         return read_split(
             data.dataset,
-            split or self._default_split(),
+            split,
             src=data.src,
             tgt=data.tgt,
             data_dir=data.data_dir,

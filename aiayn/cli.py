@@ -39,14 +39,9 @@ def add_machine(sub: argparse._SubParsersAction) -> None:
 def run_machine(args: argparse.Namespace) -> None:
     import json
 
-    import torch
+    from aiayn.train.distributed import resolve_device
 
-    device = args.device
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"--device {args.device}: CUDA is not available")
-    machine = describe_machine(device)
+    machine = describe_machine(resolve_device(args.device))
     precision, reason = resolve_precision("auto", machine)
     if args.json:
         print(json.dumps({**machine.to_dict(), "auto_precision": precision}))

@@ -11,6 +11,15 @@ from typing import Literal
 LongInput = Literal["truncate", "error"]
 
 
+def check_sampling(*, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0) -> None:
+    """Raise a ValueError naming the offending value unless the sampling settings make sense."""
+    if temperature < 0 or top_k < 0 or not 0.0 < top_p <= 1.0:
+        raise ValueError(
+            f"need temperature >= 0, top_k >= 0 and 0 < top_p <= 1; got {temperature=}, "
+            f"{top_k=}, {top_p=}"
+        )
+
+
 @dataclass(frozen=True)
 class DecodeOptions:
     """How to decode; every field is checked when the object is made."""
@@ -48,11 +57,10 @@ class DecodeOptions:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.n_best > self.beam:
             raise ValueError(f"n_best ({self.n_best}) cannot exceed beam ({self.beam})")
-        for name in ("alpha", "coverage", "max_len_a", "max_len_b", "min_len", "temperature"):
+        for name in ("alpha", "coverage", "max_len_a", "max_len_b", "min_len"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        if self.top_k < 0 or not 0.0 < self.top_p <= 1.0:
-            raise ValueError(f"need top_k >= 0 and 0 < top_p <= 1, got {self.top_k}, {self.top_p}")
+        check_sampling(temperature=self.temperature, top_k=self.top_k, top_p=self.top_p)
         if self.max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be at least 1, got {self.max_new_tokens}")
         if self.long_input not in ("truncate", "error"):

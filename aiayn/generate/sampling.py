@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from aiayn.generate.decoding import DecoderState, Model, decode_token_by_token, pad_outputs
-from aiayn.generate.options import DecodeOptions
+from aiayn.generate.options import DecodeOptions, check_sampling
 from aiayn.model.transformer import LanguageModel
 
 
@@ -32,15 +32,6 @@ def filter_logits(logits: Tensor, *, top_k: int = 0, top_p: float = 1.0) -> Tens
         sorted_logits = sorted_logits.masked_fill(mass_before >= top_p, float("-inf"))
         logits = torch.empty_like(logits).scatter(-1, order, sorted_logits)
     return logits
-
-
-def check_sampling(*, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0) -> None:
-    """Raise a ValueError naming the offending value unless the options make sense."""
-    if temperature < 0 or top_k < 0 or not 0.0 < top_p <= 1.0:
-        raise ValueError(
-            f"need temperature >= 0, top_k >= 0 and 0 < top_p <= 1; got {temperature=}, "
-            f"{top_k=}, {top_p=}"
-        )
 
 
 def sample_tokens(

@@ -40,7 +40,7 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     device = torch.device(name)
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise ValueError(f"train.device is {name!r} but CUDA is not available")
+            raise ValueError(f"device {name!r} (train.device, --device): CUDA is not available")
         if device.index is None:
             device = torch.device("cuda", local_rank)
     return device

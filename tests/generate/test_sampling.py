@@ -53,7 +53,7 @@ def test_draws_follow_the_filtered_distribution():
 def test_sampling_options_are_checked():
     with pytest.raises(ValueError, match="top_p=1.5"):
         filter_logits(PROBS, top_p=1.5)
-    with pytest.raises(ValueError, match="temperature must be >= 0, got -1"):
+    with pytest.raises(ValueError, match="need temperature >= 0.*got temperature=-1"):
         DecodeOptions(temperature=-1)  # checked where the options are made (test_options.py)
     with pytest.raises(ValueError, match="temperature=-1"):
         sample_tokens(PROBS.log(), temperature=-1)

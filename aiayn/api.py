@@ -16,13 +16,14 @@ from pathlib import Path
 import torch
 
 from aiayn.config import RunConfig
-from aiayn.data.corpus import read_parallel, read_text
+from aiayn.data.corpus import OnBadInput, read_parallel, read_text
 from aiayn.data.splits import TEST_SPLIT, read_split
 from aiayn.data.tokenizer import TOKENIZER_FILE, Tokenizer
 from aiayn.evaluate.attention_maps import AttentionMaps, attention_weights
 from aiayn.evaluate.metrics import CorpusScore, bleu, chrf
 from aiayn.evaluate.perplexity import Perplexity, sliding_window_perplexity
 from aiayn.export import FORMATS, export_hf_marian
+from aiayn.files import atomic_write
 from aiayn.generate.options import DecodeOptions
 from aiayn.generate.sampling import generate as generate_ids
 from aiayn.model.transformer import LanguageModel, Transformer
@@ -242,6 +243,7 @@ class TextModel:
         output: str | Path | None = None,
         context: int | None = None,
         stride: int | None = None,
+        on_bad_input: OnBadInput = "error",
         progress: bool = False,
     ) -> Evaluation:
         """Score the model on a split of its data set (`test2016`, `val`, ...) or on files:
@@ -251,17 +253,18 @@ class TextModel:
         13a-tokenised text; `output` keeps the hypotheses, one per line; decoding follows
         `self.config.decode` (see `with_decode`) with `beam` and `alpha` if given. Language
         model: perplexity with sliding windows of `context` tokens (default: the model's
-        positions) moved by `stride` (default: half of it).
+        positions) moved by `stride` (default: half of it). Invalid UTF-8 in the files is an
+        error naming file and line, or replaced with U+FFFD (`on_bad_input="replace"`).
         """
         start = time.perf_counter()
         if not files:
             split = split or self._default_split()
         name = split or " ".join(str(f) for f in files)
         if self.is_translation:
-            sources, references = self._parallel_text(split, files)
+            sources, references = self._parallel_text(split, files, on_bad_input)
             hyps = self.translate(sources, beam=beam, alpha=alpha, progress=progress)
-            if output is not None:
-                Path(output).write_text("".join(h + "\n" for h in hyps))
+            if output is not None:  # whole or not at all
+                atomic_write(output, "".join(h + "\n" for h in hyps))
             return Evaluation(
                 name=name,
                 sentences=len(sources),
@@ -273,7 +276,7 @@ class TextModel:
             )
         if beam is not None or alpha is not None or output is not None:
             raise ValueError("a language model is scored by perplexity: no beam, alpha, output")
-        text = self._lm_text(split, files)
+        text = self._lm_text(split, files, on_bad_input)
         tokens = torch.tensor(self.tokenizer.encode(text), dtype=torch.long)
         context = context or self.config.model.max_len
         result = sliding_window_perplexity(
@@ -295,7 +298,7 @@ class TextModel:
         """What `evaluate` scores when given neither a split nor files."""
         return TEST_SPLIT[self.config.data.dataset]
 
-    def _split(self, split: str) -> list[tuple[str, str]] | str:
+    def _split(self, split: str, on_bad_input: OnBadInput) -> list[tuple[str, str]] | str:
         data = self.config.data
         return read_split(
             data.dataset,
@@ -305,15 +308,23 @@ class TextModel:
             data_dir=data.data_dir,
             train_files=data.train_files,
             valid_files=data.valid_files,
+            on_bad_input=on_bad_input,
         )
 
     def _parallel_text(
-        self, split: str | None, files: Sequence[str | Path]
+        self, split: str | None, files: Sequence[str | Path], on_bad_input: OnBadInput
     ) -> tuple[list[str], list[str]]:
         if files and len(files) != 2:
             raise ValueError(f"give (source file, reference file), got {list(files)}")
-        pairs = read_parallel(*files) if files else self._split(split)
+        if files:
+            pairs = read_parallel(*files, on_bad_input=on_bad_input)
+        else:
+            pairs = self._split(split, on_bad_input)
         return [source for source, _ in pairs], [target for _, target in pairs]
 
-    def _lm_text(self, split: str | None, files: Sequence[str | Path]) -> str:
-        return "".join(read_text(f) for f in files) if files else self._split(split)
+    def _lm_text(
+        self, split: str | None, files: Sequence[str | Path], on_bad_input: OnBadInput
+    ) -> str:
+        if files:
+            return "".join(read_text(f, on_bad_input=on_bad_input) for f in files)
+        return self._split(split, on_bad_input)

@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 
 from aiayn.api import DEFAULT_MAX_TOKENS, TextModel, load
 from aiayn.config import DecodeOptions
+from aiayn.files import atomic_write
 from aiayn.machine import describe_machine, fit_threads_to_cores, resolve_precision
 
 
@@ -67,7 +68,11 @@ def add_data(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-len", type=int, default=prepare.DEFAULT_MAX_LEN, help="in tokens")
     p.add_argument("--max-ratio", type=float, default=prepare.DEFAULT_MAX_RATIO)
     p.add_argument("--policy", choices=["skip", "truncate", "error"], default="skip")
-    p.add_argument("--no-download", action="store_true", help="fail instead of downloading")
+    p.add_argument(
+        "--no-download",
+        action="store_true",
+        help="fail instead of downloading (nothing is downloaded into a given --data-dir)",
+    )
     p.set_defaults(run=run_data_prepare)
     s = actions.add_parser("show", parents=[common], help="print encoded examples with pieces")
     s.add_argument("--split", default="val")
@@ -81,7 +86,7 @@ def run_data_prepare(args: argparse.Namespace) -> None:
     out = args.out or prepare.default_out_dir(args.dataset, args.src, args.tgt)
     if args.dataset == "tinyshakespeare":
         report = prepare.prepare_language_model(
-            out_dir=out, data_dir=args.data_dir, download=not args.no_download
+            out_dir=out, data_dir=args.data_dir, download=False if args.no_download else None
         )
     else:
         report = prepare.prepare_translation(
@@ -94,7 +99,7 @@ def run_data_prepare(args: argparse.Namespace) -> None:
             max_len=args.max_len,
             max_ratio=args.max_ratio,
             policy=args.policy,
-            download=not args.no_download,
+            download=False if args.no_download else None,
         )
     print(report)
 
@@ -137,25 +142,39 @@ def add_train(sub: argparse._SubParsersAction) -> None:
 
 
 def run_train(args: argparse.Namespace) -> None:
+    import os
     from pathlib import Path
 
     from aiayn.config import load_config
     from aiayn.train.checkpoint import CONFIG_FILE
-    from aiayn.train.loop import NonFiniteLossError, default_run_dir, train
+    from aiayn.train.loop import NonFiniteLossError, default_run_dir, resume_command, train
+    from aiayn.train.stop import Stopped, stop_exit_code
 
     if args.config is None and not (args.resume and args.run_dir):
         raise ValueError("give a CONFIG, or --resume with --run-dir to continue a run")
     run_dir = Path(args.run_dir) if args.run_dir else default_run_dir(args.config)
     config = load_config(args.config or run_dir / CONFIG_FILE, args.set)
+    main_rank = os.environ.get("RANK", "0") == "0"
     try:
-        train(config, run_dir=run_dir, resume=args.resume, progress=not args.no_progress)
+        result = train(config, run_dir=run_dir, resume=args.resume, progress=not args.no_progress)
     except NonFiniteLossError as error:
         raise SystemExit(f"aiayn train: stopped: {error}") from None
-    except KeyboardInterrupt:
+    except Stopped as stopped:  # before anything was trained, or by a second signal
+        if main_rank:
+            print(f"aiayn train: {stopped.message}", file=sys.stderr)
+        raise SystemExit(stopped.exit_code) from None
+    except KeyboardInterrupt:  # before train() took over SIGINT
         raise SystemExit(
-            f"\naiayn train: interrupted; continue from the last checkpoint with: "
-            f"aiayn train --resume --run-dir {run_dir}"
+            f"\naiayn train: interrupted; continue with: {resume_command(run_dir)}"
         ) from None
+    if result.stopped_by is not None:  # the loop said where it saved
+        raise SystemExit(stop_exit_code(_signal_number(result.stopped_by)))
+
+
+def _signal_number(name: str) -> int:
+    import signal
+
+    return int(signal.Signals[name])
 
 
 def add_average(sub: argparse._SubParsersAction) -> None:
@@ -215,6 +234,16 @@ def _search_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _bad_input_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--on-bad-input",
+        choices=["error", "replace"],
+        default="error",
+        help="invalid UTF-8 in the input: stop naming file and line (default), or replace the "
+        "bad bytes with U+FFFD and go on (the lines are counted on stderr)",
+    )
+
+
 def _load(args: argparse.Namespace) -> TextModel:
     """The run's model with the decoding flags given: each flag is named after its
     `DecodeOptions` field (`--max-len-a` -> `max_len_a`); unset flags keep the run's settings."""
@@ -229,8 +258,9 @@ def add_translate(sub: argparse._SubParsersAction) -> None:
     )
     _model_arguments(p)
     _search_arguments(p)
-    p.add_argument("-i", "--input", help="input file (default: stdin)")
+    p.add_argument("-i", "--input", help="input file, plain or .gz (default: stdin)")
     p.add_argument("-o", "--output", help="output file (default: stdout)")
+    _bad_input_argument(p)
     p.add_argument(
         "--max-tokens",
         type=int,
@@ -241,18 +271,15 @@ def add_translate(sub: argparse._SubParsersAction) -> None:
 
 
 def run_translate(args: argparse.Namespace) -> None:
-    from pathlib import Path
+    from aiayn.data.corpus import STDIN, read_lines
 
     model = _load(args)
-    text = Path(args.input).read_text(encoding="utf-8") if args.input else sys.stdin.read()
-    # Only "\n" ends a line (as `aiayn.data.corpus.read_lines`), so line counts match `wc -l`.
-    lines = [line.removesuffix("\r") for line in text.removesuffix("\n").split("\n")]
-    outputs = model.translate(
-        lines if text else [], max_tokens=args.max_tokens, progress=bool(args.input)
-    )
+    # The corpus reader: errors name the file (or <stdin>), line and byte.
+    lines = read_lines(args.input or STDIN, on_bad_input=args.on_bad_input)
+    outputs = model.translate(lines, max_tokens=args.max_tokens, progress=bool(args.input))
     result = "".join(line + "\n" for line in outputs)
     if args.output:
-        Path(args.output).write_text(result, encoding="utf-8")
+        atomic_write(args.output, result)  # a failure leaves no half file
     else:
         sys.stdout.write(result)
 
@@ -289,6 +316,7 @@ def add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--output", help="write the hypotheses here, one per line")
     p.add_argument("--context", type=int, help="perplexity window (default: the model's max_len)")
     p.add_argument("--stride", type=int, help="perplexity stride (default: context / 2)")
+    _bad_input_argument(p)
     p.set_defaults(run=run_evaluate)
 
 
@@ -300,6 +328,7 @@ def run_evaluate(args: argparse.Namespace) -> None:
         output=args.output,
         context=args.context,
         stride=args.stride,
+        on_bad_input=args.on_bad_input,
         progress=True,
     )
     print(result)
@@ -367,11 +396,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     warnings.formatwarning = _one_line_warning(f"aiayn {args.command}")
     try:
         args.run(args)
-    except (ValueError, FileNotFoundError) as error:
-        print(f"aiayn {args.command}: error: {error}", file=sys.stderr)
+    except (ValueError, OSError) as error:  # bad input, a missing or broken file, a full disk
+        print(f"aiayn {args.command}: error: {_one_line(error)}", file=sys.stderr)
         raise SystemExit(2) from None
     finally:
         warnings.formatwarning = plain_format
+
+
+def _one_line(error: BaseException) -> str:
+    return " ".join(str(error).split("\n")) or type(error).__name__
 
 
 def _one_line_warning(prefix: str) -> Callable[..., str]:

@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 import yaml
 
+from aiayn.files import atomic_write
 from aiayn.generate.options import DecodeOptions
 from aiayn.model.config import ModelConfig
 
@@ -185,7 +186,8 @@ def load_config(path: str | Path, overrides: Sequence[str] = ()) -> RunConfig:
     """Read a RunConfig from YAML, then apply dotted `key=value` overrides.
 
     Missing keys take the dataclass defaults. Unknown keys, wrong types and invalid values raise
-    `ValueError` naming the file and the dotted key.
+    `ValueError` naming the file and the dotted key, or the override (`--set key=value`) when
+    the key came from one.
     """
     path = Path(path)
     try:
@@ -195,17 +197,15 @@ def load_config(path: str | Path, overrides: Sequence[str] = ()) -> RunConfig:
     raw = {} if raw is None else raw
     if not isinstance(raw, dict):
         raise ValueError(f"{path}: expected a mapping of sections, got {type(raw).__name__}")
-    for override in overrides:
-        apply_override(raw, override)
-    return config_from_dict(raw, source=str(path))
+    overridden = {apply_override(raw, override): override for override in overrides}
+    return config_from_dict(raw, source=str(path), overridden=overridden)
 
 
 def save_config(config: RunConfig, path: str | Path) -> Path:
     """Write every field (defaults included) as YAML; `load_config` reads it back equal."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump(config_to_dict(config), sort_keys=False))
-    return path
+    return atomic_write(path, yaml.safe_dump(config_to_dict(config), sort_keys=False))
 
 
 def config_to_dict(config: Any) -> dict[str, Any]:
@@ -241,29 +241,55 @@ def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def config_from_dict(raw: Mapping[str, Any], *, source: str = "<dict>") -> RunConfig:
-    """Build a RunConfig from nested mappings, checking keys and types; errors name `source`."""
-    return _build(RunConfig, raw, source, "")
+def config_from_dict(
+    raw: Mapping[str, Any], *, source: str = "<dict>", overridden: Mapping[str, str] | None = None
+) -> RunConfig:
+    """Build a RunConfig from nested mappings, checking keys and types; errors name `source`,
+    or for a dotted key in `overridden` the override that set it."""
+    return _build(RunConfig, raw, _Sources(source, dict(overridden or {})), "")
 
 
-def apply_override(raw: dict[str, Any], override: str) -> None:
-    """Set `section.key=value` in nested dicts; the value is parsed as YAML (`1e-3` is a number)."""
+def apply_override(raw: dict[str, Any], override: str) -> str:
+    """Set `section.key=value` in nested dicts; the value is parsed as YAML (`1e-3` is a number).
+    Returns the dotted key."""
     key, sep, text = override.partition("=")
     if not sep or not key.strip():
-        raise ValueError(f"override {override!r} is not of the form section.key=value")
+        raise ValueError(f"--set {override}: not of the form section.key=value")
     parts = key.strip().split(".")
     node = raw
     for part in parts[:-1]:
         node = node.setdefault(part, {})
         if not isinstance(node, dict):
-            raise ValueError(f"override {override!r}: {part!r} is not a section")
-    node[parts[-1]] = yaml.safe_load(text) if text.strip() else None
+            raise ValueError(f"--set {override}: {part!r} is not a section")
+    try:
+        node[parts[-1]] = yaml.safe_load(text) if text.strip() else None
+    except yaml.YAMLError as error:
+        raise ValueError(f"--set {override}: not a valid YAML value ({error.problem})") from None
+    return key.strip()
 
 
-def _build(cls: type, raw: Any, source: str, prefix: str) -> Any:
+@dataclass(frozen=True)
+class _Sources:
+    """Where config values came from: a file, and the command line's `--set` overrides."""
+
+    file: str
+    overridden: dict[str, str]
+    """Dotted key -> the `key=value` override that set it."""
+
+    def of(self, dotted: str) -> str:
+        """The source of one key (or section: a section some override reaches into)."""
+        if dotted in self.overridden:
+            return f"--set {self.overridden[dotted]}"
+        inside = [o for k, o in self.overridden.items() if k.startswith(dotted + ".")]
+        if dotted and inside:
+            return f"{self.file} with --set {' '.join(inside)}"
+        return self.file
+
+
+def _build(cls: type, raw: Any, sources: _Sources, prefix: str) -> Any:
     where = prefix.rstrip(".") or "top level"
     if not isinstance(raw, Mapping):
-        raise ValueError(f"{source}: {where}: expected a mapping, got {raw!r}")
+        raise ValueError(f"{sources.of(where)}: {where}: expected a mapping, got {raw!r}")
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
     values = {}
@@ -272,15 +298,19 @@ def _build(cls: type, raw: Any, source: str, prefix: str) -> Any:
             close = difflib.get_close_matches(str(key), names, n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""
             raise ValueError(
-                f"{source}: unknown key {prefix}{key}{hint} (allowed: {', '.join(names)})"
+                f"{sources.of(prefix + str(key))}: unknown key {prefix}{key}{hint} "
+                f"(allowed: {', '.join(names)})"
             )
         if dataclasses.is_dataclass(hints[key]):
-            values[key] = _build(hints[key], value, source, f"{prefix}{key}.")
+            values[key] = _build(hints[key], value, sources, f"{prefix}{key}.")
         else:
-            values[key] = _check(hints[key], value, f"{source}: {prefix}{key}")
+            values[key] = _check(hints[key], value, f"{sources.of(prefix + key)}: {prefix}{key}")
     try:
         return cls(**values)
     except (ValueError, TypeError) as error:
+        source = sources.of(prefix.rstrip(".")) if prefix else sources.file
+        if not prefix and sources.overridden:
+            source = f"{sources.file} with --set {' '.join(sources.overridden.values())}"
         raise ValueError(f"{source}: {where}: {error}") from None
 
 

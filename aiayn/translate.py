@@ -35,8 +35,14 @@ def translate_texts(
 
     Sentences are sorted by length and decoded in batches of about `max_tokens` source tokens
     times beam size; a sentence longer than the positions is cut with a warning or refused, as
-    `options.long_input` says. Each output is one line (line breaks become spaces).
+    `options.long_input` says; length limits past the positions are capped with a warning
+    (`cap_lengths`). Each output is one line (line breaks become spaces).
+
+    Raises:
+        ValueError: A sentence holds a lone surrogate (names its index), or is too long and
+            `long_input` is `error`.
     """
+    options = cap_lengths(options, model.config.max_len)
     ids = encode_sources(
         tokenizer, sources, max_len=model.config.max_len, policy=options.long_input
     )
@@ -57,6 +63,23 @@ def translate_texts(
         bar.update(len(rows))
     bar.close()
     return outputs
+
+
+def cap_lengths(options: DecodeOptions, positions: int) -> DecodeOptions:
+    """`options` with `max_len_b` and `min_len` cut to the `positions` output tokens the
+    decoder can hold (EOS included), with a warning naming each; outputs stop there anyway,
+    and a warning says the limit asked for cannot be met."""
+    changes = {}
+    for name in ("max_len_b", "min_len"):
+        value = getattr(options, name)
+        if value > positions:
+            warnings.warn(
+                f"{name} {value} is more than the model's {positions} positions allow; "
+                f"capped at {positions}",
+                stacklevel=3,
+            )
+            changes[name] = positions
+    return options.replace(**changes) if changes else options
 
 
 def encode_sources(

@@ -27,13 +27,18 @@ def lm_run(tmp_path_factory):
 LINES = ["der hund läuft", "", "katze", "  ", "rot blau haus im garten"]
 
 
+def stdin(data: bytes) -> io.TextIOWrapper:
+    """A standard input holding `data` (read through its `.buffer`, as the CLI does)."""
+    return io.TextIOWrapper(io.BytesIO(data), encoding="utf-8", errors="surrogateescape")
+
+
 def test_translate_stdin_to_stdout_one_line_per_line(mt_run, monkeypatch, capsys):
-    monkeypatch.setattr("sys.stdin", io.StringIO("".join(line + "\n" for line in LINES)))
+    monkeypatch.setattr("sys.stdin", stdin("".join(line + "\n" for line in LINES).encode()))
     main(["translate", str(mt_run), "--beam", "2", "--alpha", "0.6"])
     out = capsys.readouterr().out
     assert out.endswith("\n") and len(out.split("\n")) == len(LINES) + 1
     assert out.split("\n")[:-1] == load(mt_run).translate(LINES, beam=2, alpha=0.6)
-    monkeypatch.setattr("sys.stdin", io.StringIO(""))
+    monkeypatch.setattr("sys.stdin", stdin(b""))
     main(["translate", str(mt_run)])
     assert capsys.readouterr().out == ""
 

@@ -49,7 +49,9 @@ def test_train_errors_are_one_line(config_file, tmp_path, capsys):
         main(["train", str(config_file), "--run-dir", run, "--set", "train.max_stpes=3"])
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
-    assert err.startswith(f"aiayn train: error: {config_file}: unknown key train.max_stpes")
+    assert err.startswith(
+        "aiayn train: error: --set train.max_stpes=3: unknown key train.max_stpes"
+    )
     assert "did you mean 'max_steps'?" in err and err.count("\n") == 1
     with pytest.raises(SystemExit):
         main(["train", "--no-progress"])

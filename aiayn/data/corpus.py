@@ -9,12 +9,14 @@ import hashlib
 import http.client
 import logging
 import os
+import sys
 import tempfile
 import urllib.error
 import urllib.request
+import warnings
 import zlib
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Literal
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +43,11 @@ TINYSHAKESPEARE_URL = (
     "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
 )
 TINYSHAKESPEARE_SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
+OnBadInput = Literal["error", "replace"]
+"""Invalid UTF-8 in text read: stop with an error naming file, line and byte, or replace the
+bad bytes with U+FFFD (with a warning counting the lines) and go on."""
+STDIN = "-"
+"""The file name that means standard input."""
 
 
 class DownloadError(ValueError):
@@ -54,65 +61,117 @@ def data_root(data_dir: str | Path | None = None) -> Path:
     """The folder the named data sets live in.
 
     Args:
-        data_dir: Explicit folder; wins over everything else.
+        data_dir: Explicit folder (`data.data_dir`, `--data-dir`); wins over everything else.
 
     Returns:
         `data_dir`, else `$AIAYN_DATA`, else a per-user cache (`$XDG_CACHE_HOME/aiayn` or
         `~/.cache/aiayn`).
+
+    Raises:
+        ValueError: `data_dir` or `$AIAYN_DATA` names a folder that does not exist (a typo is
+            reported, never created).
     """
     if data_dir is not None:
-        return Path(data_dir).expanduser()
+        path = Path(data_dir).expanduser()
+        if not path.is_dir():
+            raise ValueError(
+                f"data.data_dir (--data-dir) {path} does not exist; fix the path, or leave it "
+                "unset to use $AIAYN_DATA or the download cache"
+            )
+        return path
     if os.environ.get("AIAYN_DATA"):
-        return Path(os.environ["AIAYN_DATA"]).expanduser()
+        path = Path(os.environ["AIAYN_DATA"]).expanduser()
+        if not path.is_dir():
+            raise ValueError(f"$AIAYN_DATA {path} does not exist; fix it, or unset it")
+        return path
     cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(cache) / "aiayn"
 
 
-def read_text(path: str | Path) -> str:
-    """The whole file as text: plain, or gzip-compressed when the name ends in `.gz`.
+def configured_data_dir(data_dir: str | Path | None = None) -> bool:
+    """Whether the data root was chosen (`data_dir` or `$AIAYN_DATA`) rather than the cache:
+    named data sets are downloaded only into the cache."""
+    return data_dir is not None or bool(os.environ.get("AIAYN_DATA"))
+
+
+def read_text(path: str | Path, *, on_bad_input: OnBadInput = "error") -> str:
+    """The whole file as text: plain, or gzip-compressed when the name ends in `.gz`; `-` is
+    standard input.
 
     Raises:
-        ValueError: The file is not valid UTF-8 (names the file and line) or not valid gzip.
+        ValueError: The file is not valid UTF-8 (names the file, line and byte; see
+            `OnBadInput`) or not valid gzip.
     """
+    if str(path) == STDIN:
+        return decode_text(sys.stdin.buffer.read(), "<stdin>", on_bad_input=on_bad_input)
     path = Path(path)
     try:
         data = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
     except (gzip.BadGzipFile, EOFError, zlib.error) as error:
         raise ValueError(f"{path}: not a valid gzip file ({error})") from None
+    return decode_text(data, str(path), on_bad_input=on_bad_input)
+
+
+def decode_text(data: bytes, name: str, *, on_bad_input: OnBadInput = "error") -> str:
+    """`data` decoded as UTF-8; `name` (a file, `<stdin>`) is what errors and warnings name."""
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as error:
-        line = data.count(b"\n", 0, error.start) + 1
-        raise ValueError(
-            f"{path}:{line}: invalid UTF-8 ({error.reason}: byte "
-            f"{data[error.start]:#04x} at offset {error.start})"
-        ) from None
+        if on_bad_input == "error":
+            line = data.count(b"\n", 0, error.start) + 1
+            raise ValueError(
+                f"{name}:{line}: invalid UTF-8 ({error.reason}: byte "
+                f"{data[error.start]:#04x} at offset {error.start}); fix the file or pass "
+                "--on-bad-input replace"
+            ) from None
+    bad = [n for n, line in enumerate(data.split(b"\n"), 1) if not _is_utf8(line)]
+    shown = ", ".join(map(str, bad[:5])) + (", ..." if len(bad) > 5 else "")
+    warnings.warn(
+        f"{name}: invalid UTF-8 replaced by U+FFFD on {len(bad)} "
+        f"line{'s' if len(bad) > 1 else ''} ({shown})",
+        stacklevel=2,
+    )
+    return data.decode("utf-8", errors="replace")
 
 
-def read_lines(path: str | Path) -> list[str]:
-    """The lines of a text file (plain or .gz), without line endings.
+def _is_utf8(data: bytes) -> bool:
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
-    Only `\\n` (and a `\\r` before it) ends a line, so sentences containing other Unicode line
-    separators stay aligned with their translations.
 
-    Raises:
-        ValueError: Invalid UTF-8, naming the file and line.
-    """
-    text = read_text(path)
+def split_lines(text: str) -> list[str]:
+    """Lines without line endings. Only `\\n` (and a `\\r` before it) ends a line, so sentences
+    containing other Unicode line separators stay aligned with their translations, and line
+    counts match `wc -l`."""
     if not text:
         return []
-    lines = text.removesuffix("\n").split("\n")
-    return [line.removesuffix("\r") for line in lines]
+    return [line.removesuffix("\r") for line in text.removesuffix("\n").split("\n")]
 
 
-def read_parallel(src_path: str | Path, tgt_path: str | Path) -> list[tuple[str, str]]:
+def read_lines(path: str | Path, *, on_bad_input: OnBadInput = "error") -> list[str]:
+    """The lines of a text file (plain or .gz; `-` is standard input), without line endings
+    (see `split_lines`).
+
+    Raises:
+        ValueError: Invalid UTF-8, naming the file and line (see `OnBadInput`).
+    """
+    return split_lines(read_text(path, on_bad_input=on_bad_input))
+
+
+def read_parallel(
+    src_path: str | Path, tgt_path: str | Path, *, on_bad_input: OnBadInput = "error"
+) -> list[tuple[str, str]]:
     """Sentence pairs from two line-aligned files (line i of one translates line i of the other).
 
     Raises:
         ValueError: The files have different line counts (names both files and both counts), or
             one is not valid UTF-8.
     """
-    src, tgt = read_lines(src_path), read_lines(tgt_path)
+    src = read_lines(src_path, on_bad_input=on_bad_input)
+    tgt = read_lines(tgt_path, on_bad_input=on_bad_input)
     if len(src) != len(tgt):
         raise ValueError(
             f"parallel files differ in length: {src_path} has {len(src)} lines, "
@@ -126,7 +185,7 @@ def multi30k_files(
     lang: str,
     data_dir: str | Path | None = None,
     *,
-    download: bool = True,
+    download: bool | None = None,
     base_url: str = MULTI30K_URL,
 ) -> Path:
     """The path of one Multi30k file, downloaded (and verified) into the data root if missing.
@@ -136,6 +195,7 @@ def multi30k_files(
         lang: `de`, `en`, `fr` or `cs`.
         data_dir: See `data_root`; files are looked for in `<root>/multi30k/`.
         download: Fetch a missing file from `base_url`; otherwise a missing file is an error.
+            None: only when no data root was chosen (`configured_data_dir`), into the cache.
         base_url: Folder URL holding the upstream files (tests point it at a local server).
 
     Raises:
@@ -149,13 +209,14 @@ def multi30k_files(
         raise ValueError(f"unknown Multi30k language {lang!r}; choose from {MULTI30K_LANGS}")
     name = f"{MULTI30K_SPLITS[split]}.{lang}.gz"
     path = data_root(data_dir) / "multi30k" / name
-    return _find_or_fetch(path, base_url.rstrip("/") + "/" + name, MULTI30K_SHA256[name], download)
+    url = base_url.rstrip("/") + "/" + name
+    return _find_or_fetch(path, url, MULTI30K_SHA256[name], download, data_dir)
 
 
 def tinyshakespeare_text(
     data_dir: str | Path | None = None,
     *,
-    download: bool = True,
+    download: bool | None = None,
     url: str = TINYSHAKESPEARE_URL,
 ) -> str:
     """All of Tiny Shakespeare (1,115,394 characters), from `<root>/tinyshakespeare/input.txt`.
@@ -163,7 +224,7 @@ def tinyshakespeare_text(
     Downloads and verifies the file when it is missing, as `multi30k_files` does.
     """
     path = data_root(data_dir) / "tinyshakespeare" / "input.txt"
-    return read_text(_find_or_fetch(path, url, TINYSHAKESPEARE_SHA256, download))
+    return read_text(_find_or_fetch(path, url, TINYSHAKESPEARE_SHA256, download, data_dir))
 
 
 def split_text(text: str, split: str, *, train_fraction: float = 0.9) -> str:
@@ -178,10 +239,18 @@ def split_text(text: str, split: str, *, train_fraction: float = 0.9) -> str:
     raise ValueError(f"unknown split {split!r}; choose 'train' or 'val'")
 
 
-def _find_or_fetch(path: Path, url: str, sha256: str, download: bool) -> Path:
+def _find_or_fetch(
+    path: Path, url: str, sha256: str, download: bool | None, data_dir: str | Path | None
+) -> Path:
     if path.exists():
         return path
-    if not download:
+    if download is None and configured_data_dir(data_dir):
+        where = "data.data_dir" if data_dir is not None else "$AIAYN_DATA"
+        raise FileNotFoundError(
+            f"{path} is missing; {where} is set, so nothing is downloaded into it (put the "
+            f"file there, or unset {where} to download into the cache; source: {url})"
+        )
+    if download is False:
         raise FileNotFoundError(f"{path} is missing (downloading is off; source: {url})")
     return fetch(url, path, sha256)
 

@@ -94,7 +94,7 @@ def prepare_translation(
     max_len: int = DEFAULT_MAX_LEN,
     max_ratio: float = DEFAULT_MAX_RATIO,
     policy: Policy = "skip",
-    download: bool = True,
+    download: bool | None = None,
 ) -> PrepareReport:
     """Train the joint Multi30k tokenizer on train (source + target) and report every split.
 
@@ -130,7 +130,7 @@ def prepare_translation(
 
 
 def prepare_language_model(
-    *, out_dir: str | Path, data_dir: str | Path | None = None, download: bool = True
+    *, out_dir: str | Path, data_dir: str | Path | None = None, download: bool | None = None
 ) -> PrepareReport:
     """Train the Tiny Shakespeare character tokenizer on its train split (first 90%).
 
@@ -182,7 +182,7 @@ def _show(tokenizer: Tokenizer, text: str) -> str:
 
 
 def _split_files(
-    split: str, src: str, tgt: str, data_dir: str | Path | None, download: bool
+    split: str, src: str, tgt: str, data_dir: str | Path | None, download: bool | None
 ) -> tuple[Path, Path]:
     return (
         multi30k_files(split, src, data_dir, download=download),

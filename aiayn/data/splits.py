@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from aiayn.data.corpus import (
+    OnBadInput,
     multi30k_files,
     read_parallel,
     read_text,
@@ -45,11 +46,13 @@ def read_split(
     data_dir: str | Path | None = None,
     train_files: Sequence[str | Path] = (),
     valid_files: Sequence[str | Path] = (),
+    on_bad_input: OnBadInput = "error",
 ) -> list[tuple[str, str]] | str:
     """Sentence pairs (translation data sets) or a whole text (language modelling) of a split.
 
     Raises:
-        ValueError: An unknown data set or split, naming the splits there are.
+        ValueError: An unknown data set or split, naming the splits there are; invalid UTF-8
+            in the run's own files (unless `on_bad_input="replace"`).
     """
     if dataset not in SPLITS:
         raise ValueError(f"unknown data set {dataset!r}; choose from {', '.join(SPLITS)}")
@@ -63,4 +66,6 @@ def read_split(
     if dataset == "tinyshakespeare":
         return split_text(tinyshakespeare_text(data_dir), split)
     files = train_files if split == "train" else valid_files
-    return read_parallel(*files) if dataset == "parallel" else read_text(files[0])
+    if dataset == "parallel":
+        return read_parallel(*files, on_bad_input=on_bad_input)
+    return read_text(files[0], on_bad_input=on_bad_input)

@@ -13,6 +13,7 @@ from typing import Literal
 import sentencepiece as spm
 
 from aiayn.data.corpus import read_lines
+from aiayn.files import atomic_write
 
 PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
 """Special ids; they must equal `ModelConfig`'s `pad_id`, `unk_id`, `bos_id`, `eos_id`."""
@@ -103,14 +104,19 @@ class Tokenizer:
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"no tokenizer at {path} (run `aiayn data prepare` first)")
-        return cls(spm.SentencePieceProcessor(model_proto=path.read_bytes()))
+        try:
+            processor = spm.SentencePieceProcessor(model_proto=path.read_bytes())
+        except RuntimeError:
+            raise ValueError(
+                f"{path}: not a SentencePiece model (truncated or another file)"
+            ) from None
+        return cls(processor)
 
     def save(self, path: str | Path) -> Path:
         """Write the model file (conventionally `<run_dir>/tokenizer.model`); returns its path."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(self.processor.serialized_model_proto())
-        return path
+        return atomic_write(path, self.processor.serialized_model_proto())
 
     @property
     def vocab_size(self) -> int:
@@ -118,12 +124,24 @@ class Tokenizer:
         return self.processor.get_piece_size()
 
     def encode(self, text: str) -> list[int]:
-        """Token ids of one sentence, without BOS/EOS (the batcher adds them)."""
+        """Token ids of one sentence, without BOS/EOS (the batcher adds them).
+
+        Raises:
+            ValueError: The text holds a lone surrogate (not valid Unicode).
+        """
+        check_unicode(text, "text")
         return self.processor.encode(text)
 
     def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
-        """Token ids of many sentences (multi-threaded)."""
-        return self.processor.encode(list(texts))
+        """Token ids of many sentences (multi-threaded).
+
+        Raises:
+            ValueError: A text holds a lone surrogate, naming its index.
+        """
+        texts = list(texts)
+        for i, text in enumerate(texts):
+            check_unicode(text, f"text at index {i}")
+        return self.processor.encode(texts)
 
     def decode(self, ids: Iterable[int]) -> str:
         """The text of token ids; pad, BOS and EOS are skipped."""
@@ -136,6 +154,25 @@ class Tokenizer:
     def id_to_piece(self, token_id: int) -> str:
         """The piece of one id."""
         return self.processor.id_to_piece(token_id)
+
+
+def check_unicode(text: str, what: str) -> None:
+    """Refuse a string with a lone surrogate (U+D800..U+DFFF on its own), which no UTF-8 text
+    holds: it comes from bytes decoded with `errors="surrogateescape"` (Python's stdin under a
+    C locale) and would reach SentencePiece as an unencodable string.
+
+    Raises:
+        ValueError: Naming `what` and the character's position.
+    """
+    if not isinstance(text, str):
+        raise TypeError(f"{what} is a {type(text).__name__}, not a str")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as error:
+        raise ValueError(
+            f"{what} holds a lone surrogate {text[error.start]!r} at character {error.start}: "
+            "not valid Unicode (was it decoded with errors='surrogateescape'?)"
+        ) from None
 
 
 def _sentences(texts_or_files: Iterable[str] | Iterable[Path] | Path) -> Iterator[str]:

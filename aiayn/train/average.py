@@ -10,7 +10,14 @@ from pathlib import Path
 import safetensors.torch
 import torch
 
-from aiayn.train.checkpoint import AVERAGED_DIR, WEIGHTS_FILE, checkpoint_step, list_checkpoints
+from aiayn.files import atomic_write
+from aiayn.train.checkpoint import (
+    AVERAGED_DIR,
+    WEIGHTS_FILE,
+    checkpoint_step,
+    list_checkpoints,
+    read_weights,
+)
 
 
 def average_checkpoints(
@@ -32,6 +39,7 @@ def average_checkpoints(
 
     Raises:
         ValueError: `last` < 1, or the checkpoints hold different tensors.
+        CheckpointError: A checkpoint's weights do not load (names the file).
         FileNotFoundError: The run has no checkpoints (at or before `until`).
     """
     if last < 1:
@@ -46,7 +54,7 @@ def average_checkpoints(
         raise FileNotFoundError(f"{run_dir} has no checkpoints{before} to average")
     total: dict[str, torch.Tensor] = {}
     for path in chosen:
-        weights = safetensors.torch.load_file(path / WEIGHTS_FILE)
+        weights = read_weights(path / WEIGHTS_FILE)
         if total and weights.keys() != total.keys():
             raise ValueError(f"{path} holds other tensors than {chosen[0]}")
         for name, tensor in weights.items():
@@ -57,5 +65,5 @@ def average_checkpoints(
     out_dir.mkdir(parents=True, exist_ok=True)
     sources = [p.name for p in chosen]
     file = out_dir / WEIGHTS_FILE
-    safetensors.torch.save_file(averaged, str(file), metadata={"averaged": json.dumps(sources)})
+    atomic_write(file, safetensors.torch.save(averaged, metadata={"averaged": json.dumps(sources)}))
     return file

@@ -1,7 +1,8 @@
-"""The run directory: checkpoints written to a temporary folder and renamed into place, exact
-training state (step, sampler position, RNG states, optimizer), and `load_model`, the one way back
-from a run directory to a model. Nothing is unpickled: weights are safetensors, the optimizer
-loads with `torch.load(weights_only=True)`, the rest is JSON.
+"""The run directory: checkpoints written to a temporary folder, flushed to disk and renamed into
+place, exact training state (step, sampler position, RNG states, optimizer), and `load_model`,
+the one way back from a run directory to a model. Nothing is unpickled: weights are safetensors,
+the optimizer loads with `torch.load(weights_only=True)`, the rest is JSON. A file that does not
+load is a `CheckpointError` naming the file and what is wrong with it.
 
     RUN_DIR/config.yaml, tokenizer.model, metrics.jsonl
     RUN_DIR/checkpoint-00001234/   model.safetensors, optimizer.pt, scheduler.json,
@@ -16,6 +17,7 @@ import base64
 import dataclasses
 import json
 import os
+import pickle
 import random
 import re
 import shutil
@@ -26,9 +28,11 @@ from typing import Any
 import numpy as np
 import safetensors.torch
 import torch
+from safetensors import SafetensorError
 from torch import nn
 
 from aiayn.config import RunConfig, load_config
+from aiayn.files import fsync_dir, fsync_file, rename_durably
 from aiayn.model.transformer import LanguageModel, Transformer, build_model
 
 CONFIG_FILE = "config.yaml"
@@ -39,7 +43,13 @@ STATE_FILE = "trainer_state.json"
 BEST_DIR = "checkpoint-best"
 AVERAGED_DIR = "averaged"
 _STEP_DIR = re.compile(r"^checkpoint-(\d{8})$")
-_TMP_PREFIX, _OLD_PREFIX = ".tmp-", ".old-"
+_TMP_PREFIX, _OLD_PREFIX, _DELETE_PREFIX = ".tmp-", ".old-", ".delete-"
+BROKEN_SUFFIX = ".broken"
+"""A step checkpoint that did not load is renamed `checkpoint-NNNNNNNN.broken` on resume."""
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file that does not load; the message names the file and what is wrong."""
 
 
 @dataclass
@@ -64,6 +74,8 @@ class TrainerState:
     """Training time so far."""
     metrics: dict[str, Any] = field(default_factory=dict)
     """The latest validation results."""
+    pending_validation: bool = False
+    """A signal stopped the run during this step's validation: a resumed run does it first."""
 
     @property
     def epoch(self) -> int:
@@ -104,24 +116,32 @@ def save_checkpoint(
     optimizer: torch.optim.Optimizer | None = None,
     scheduler: dict[str, Any] | None = None,
 ) -> Path:
-    """Write a checkpoint folder atomically: into `.tmp-<name>` beside it, then renamed.
+    """Write a checkpoint folder atomically and durably: into `.tmp-<name>` beside it, every
+    file flushed to disk (fsync), then renamed into place and the run directory flushed.
 
-    A process killed during the write leaves the previous checkpoints untouched and a `.tmp-`
-    folder that `list_checkpoints` ignores and `clean_run_dir` removes. Replacing an existing
-    folder (checkpoint-best) goes through `.old-<name>`, which `clean_run_dir` restores if a
-    kill came between the two renames.
+    A process killed during the write (or a full disk, or a power cut) leaves the previous
+    checkpoints untouched and a `.tmp-` folder that `list_checkpoints` ignores and
+    `clean_run_dir` removes. Replacing an existing folder (checkpoint-best) goes through
+    `.old-<name>`, which `clean_run_dir` restores if a kill came between the two renames.
+
+    Raises:
+        OSError: A write failed (ENOSPC: the disk is full); nothing of it is left behind.
     """
     path = Path(path)
     tmp = path.parent / f"{_TMP_PREFIX}{path.name}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
-        safetensors.torch.save_model(model, str(tmp / WEIGHTS_FILE))
+        _save_weights(model, tmp / WEIGHTS_FILE)
         if optimizer is not None:
-            torch.save(optimizer.state_dict(), tmp / OPTIMIZER_FILE)
+            with open(tmp / OPTIMIZER_FILE, "wb") as out:
+                torch.save(optimizer.state_dict(), out)
+                out.flush()
+                os.fsync(out.fileno())
         if scheduler is not None:
             _write_json(tmp / SCHEDULER_FILE, scheduler)
         _write_json(tmp / STATE_FILE, dataclasses.asdict(state))  # last: marks it complete
+        fsync_dir(tmp)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -129,19 +149,20 @@ def save_checkpoint(
     if path.exists():
         shutil.rmtree(old, ignore_errors=True)
         os.rename(path, old)
-    os.rename(tmp, path)
+    rename_durably(tmp, path)
     shutil.rmtree(old, ignore_errors=True)
     return path
 
 
 def clean_run_dir(run_dir: str | Path) -> None:
-    """Remove what an interrupted `save_checkpoint` left: `.tmp-` folders, and `.old-` folders
-    (restored when the folder they were replacing never arrived)."""
+    """Remove what an interrupted `save_checkpoint` or `prune_checkpoints` left: `.tmp-` and
+    `.delete-` folders, and `.old-` folders (restored when the folder they were replacing
+    never arrived)."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         return
     for leftover in run_dir.iterdir():
-        if leftover.name.startswith(_TMP_PREFIX):
+        if leftover.name.startswith((_TMP_PREFIX, _DELETE_PREFIX)):
             shutil.rmtree(leftover, ignore_errors=True)
         elif leftover.name.startswith(_OLD_PREFIX):
             final = run_dir / leftover.name.removeprefix(_OLD_PREFIX)
@@ -166,27 +187,97 @@ def prepare_run_dir(run_dir: str | Path, *, resume: bool) -> None:
 
 
 def prune_checkpoints(run_dir: str | Path, keep_last: int) -> list[Path]:
-    """Delete all but the newest `keep_last` step checkpoints; returns the deleted folders."""
+    """Delete all but the newest `keep_last` step checkpoints; returns the deleted folders.
+
+    Each is first renamed to `.delete-<name>` (one atomic step), so a kill during the deletion
+    never leaves a half-deleted folder under a checkpoint's name."""
     old = list_checkpoints(run_dir)[:-keep_last] if keep_last > 0 else []
     for path in old:
-        shutil.rmtree(path)
+        doomed = path.parent / f"{_DELETE_PREFIX}{path.name}"
+        rename_durably(path, doomed)
+        shutil.rmtree(doomed)
     return old
 
 
+def set_aside(path: str | Path) -> Path:
+    """Rename a step checkpoint that does not load to `<name>.broken` (kept for inspection,
+    no longer listed); returns the new path."""
+    path = Path(path)
+    broken = path.with_name(path.name + BROKEN_SUFFIX)
+    shutil.rmtree(broken, ignore_errors=True)
+    rename_durably(path, broken)
+    return broken
+
+
 def load_trainer_state(path: str | Path) -> TrainerState:
-    """The `trainer_state.json` of a checkpoint folder."""
-    raw = json.loads((Path(path) / STATE_FILE).read_text())
-    known = {f.name for f in dataclasses.fields(TrainerState)}
-    return TrainerState(**{key: value for key, value in raw.items() if key in known})
+    """The `trainer_state.json` of a checkpoint folder.
+
+    Raises:
+        CheckpointError: The file is missing, not JSON, or not a trainer state.
+    """
+    file = Path(path) / STATE_FILE
+    try:
+        raw = json.loads(file.read_text(encoding="utf-8"))
+        known = {f.name for f in dataclasses.fields(TrainerState)}
+        state = TrainerState(**{key: value for key, value in raw.items() if key in known})
+        if not isinstance(state.step, int) or not isinstance(state.sampler, dict):
+            raise ValueError("step or sampler has the wrong type")
+    except FileNotFoundError:
+        raise CheckpointError(f"{file}: missing") from None
+    except (OSError, ValueError, AttributeError, TypeError) as error:
+        raise CheckpointError(f"{file}: not a trainer state ({_first_line(error)})") from None
+    return state
 
 
 def load_optimizer_state(path: str | Path, device: torch.device | str = "cpu") -> dict[str, Any]:
-    """The optimizer's `state_dict` (tensors and numbers only: `weights_only=True`)."""
-    return torch.load(Path(path) / OPTIMIZER_FILE, map_location=device, weights_only=True)
+    """The optimizer's `state_dict` (tensors and numbers only: `weights_only=True`).
+
+    Raises:
+        CheckpointError: The file is missing, truncated, or holds Python objects (refused:
+            loading them would run code).
+    """
+    file = Path(path) / OPTIMIZER_FILE
+    if not file.is_file():
+        raise CheckpointError(f"{file}: missing")
+    try:
+        state = torch.load(file, map_location=device, weights_only=True)
+    except pickle.UnpicklingError as error:
+        reason = _first_line(error)
+        if "Weights only load failed" in reason:
+            reason = "it holds Python objects, which would run code when loaded; refused"
+        raise CheckpointError(f"{file}: not a plain tensor file ({reason})") from None
+    except (RuntimeError, EOFError, OSError, ValueError) as error:
+        raise CheckpointError(
+            f"{file}: truncated or not a torch file ({_first_line(error)})"
+        ) from None
+    if not isinstance(state, dict) or not {"state", "param_groups"} <= state.keys():
+        raise CheckpointError(f"{file}: not an optimizer state (no state and param_groups)")
+    return state
+
+
+def read_weights(file: str | Path, device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
+    """The tensors of a `.safetensors` file.
+
+    Raises:
+        CheckpointError: The file is missing, truncated or not safetensors.
+    """
+    file = Path(file)
+    if not file.is_file():
+        raise CheckpointError(f"{file}: missing")
+    try:
+        return safetensors.torch.load_file(file, device=str(device))
+    except (SafetensorError, OSError, RuntimeError, ValueError) as error:
+        raise CheckpointError(f"{file}: {_safetensors_reason(error)}") from None
 
 
 def load_weights(model: nn.Module, path: str | Path, *, device: torch.device | str = "cpu") -> None:
-    """Load `model.safetensors` from a checkpoint folder (or the file itself) into `model`."""
+    """Load `model.safetensors` from a checkpoint folder (or the file itself) into `model`.
+
+    Raises:
+        FileNotFoundError: There is no such file.
+        CheckpointError: The file is truncated, not safetensors, or its tensors do not fit the
+            model (missing, extra or of another shape).
+    """
     path = Path(path)
     file = path / WEIGHTS_FILE if path.is_dir() else path
     if not file.is_file():
@@ -195,10 +286,26 @@ def load_weights(model: nn.Module, path: str | Path, *, device: torch.device | s
         missing, unexpected = safetensors.torch.load_model(
             model, str(file), strict=False, device=str(device)
         )
+    except (SafetensorError, OSError) as error:
+        raise CheckpointError(f"{file}: {_safetensors_reason(error)}") from None
     except RuntimeError as error:  # shapes differ
-        raise ValueError(f"{file} does not fit the model: {error}") from None
+        raise CheckpointError(f"{file} does not fit the model: {_first_line(error)}") from None
     if missing or unexpected:
-        raise ValueError(f"{file} does not fit the model: missing {missing}, extra {unexpected}")
+        raise CheckpointError(
+            f"{file} does not fit the model: missing {missing}, extra {unexpected}"
+        )
+
+
+def _safetensors_reason(error: BaseException) -> str:
+    text = _first_line(error)
+    if "header" in text.lower() or "metadata" in text.lower() or "incomplete" in text.lower():
+        return f"truncated or not a safetensors file ({text})"
+    return text
+
+
+def _first_line(error: BaseException) -> str:
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else type(error).__name__
 
 
 def resolve_weights(run_dir: str | Path, which: str = "best") -> Path:
@@ -230,6 +337,8 @@ def load_model(
     """Rebuild a run's model from its `config.yaml` and load the weights `which` names
     (see `resolve_weights`). The model is returned in eval mode, on `device`."""
     run_dir = Path(run_dir)
+    if not (run_dir / CONFIG_FILE).is_file():
+        raise FileNotFoundError(f"{run_dir} is not a run directory: it has no {CONFIG_FILE}")
     config = load_config(run_dir / CONFIG_FILE)
     model = build_model(config.model)
     load_weights(model, resolve_weights(run_dir, which), device=device)
@@ -269,5 +378,13 @@ def _decode(text: str) -> torch.Tensor:
     return torch.frombuffer(bytearray(base64.b64decode(text)), dtype=torch.uint8)
 
 
+def _save_weights(model: nn.Module, file: Path) -> None:
+    safetensors.torch.save_model(model, str(file))
+    fsync_file(file)
+
+
 def _write_json(path: Path, value: Any) -> None:
-    path.write_text(json.dumps(value, indent=1) + "\n")
+    with open(path, "w", encoding="utf-8") as out:
+        out.write(json.dumps(value, indent=1) + "\n")
+        out.flush()
+        os.fsync(out.fileno())

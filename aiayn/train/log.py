@@ -9,6 +9,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+from aiayn.files import atomic_write
+
 METRICS_FILE = "metrics.jsonl"
 TENSORBOARD_DIR = "tensorboard"
 
@@ -33,7 +35,8 @@ class MetricsLog:
             if (resume_step is not None)
             else []
         )
-        self.path.write_text("".join(json.dumps(r) + "\n" for r in kept))
+        # atomically: a kill here must not lose the records of the steps that are kept
+        atomic_write(self.path, "".join(json.dumps(r) + "\n" for r in kept))
         self.writer = _tensorboard_writer(Path(run_dir) / TENSORBOARD_DIR, resume_step)
 
     def append(self, kind: str, record: dict[str, Any]) -> None:

@@ -1,6 +1,8 @@
 """The training loop (§5): one loop for translation and language modelling. Token-budget batches
 (§5.1), Adam with the paper's schedule (§5.3), label smoothing (§5.4), gradient accumulation,
-mixed precision, data parallelism, validation, and checkpoints a killed run resumes from exactly.
+mixed precision, data parallelism, validation, and checkpoints a killed run resumes from exactly:
+SIGTERM or Ctrl-C saves before stopping, and a checkpoint that does not load is skipped for the
+one before it.
 """
 
 from __future__ import annotations
@@ -28,9 +30,13 @@ from aiayn.model.transformer import build_model
 from aiayn.train.checkpoint import (
     BEST_DIR,
     CONFIG_FILE,
+    OPTIMIZER_FILE,
+    STATE_FILE,
+    CheckpointError,
     TrainerState,
     checkpoint_dir,
     latest_checkpoint,
+    list_checkpoints,
     load_optimizer_state,
     load_trainer_state,
     load_weights,
@@ -38,6 +44,7 @@ from aiayn.train.checkpoint import (
     prune_checkpoints,
     rng_state,
     save_checkpoint,
+    set_aside,
     set_rng_state,
 )
 from aiayn.train.distributed import (
@@ -51,12 +58,17 @@ from aiayn.train.distributed import (
 from aiayn.train.log import MetricsLog
 from aiayn.train.loss import batch_loss
 from aiayn.train.schedule import learning_rate
+from aiayn.train.stop import Abandon, Stopped, StopSignals, signal_name
 from aiayn.train.task import load_task_data
 from aiayn.train.validate import Validation, validate
 
 
 class NonFiniteLossError(RuntimeError):
     """Too many updates in a row had a non-finite loss or gradient; the run stopped."""
+
+
+class CheckpointWriteError(OSError):
+    """A checkpoint could not be written (a full disk); the ones before it are intact."""
 
 
 @dataclass
@@ -85,6 +97,8 @@ class TrainResult:
     validation: Validation | None
     """The last validation (rank 0 only)."""
     tokens_per_second: float
+    stopped_by: str | None = None
+    """`SIGTERM` or `SIGINT` when a signal stopped the run early (after saving a checkpoint)."""
 
 
 def train(
@@ -94,17 +108,50 @@ def train(
 
     Under `torchrun` every process calls this; they form a process group and train with
     DistributedDataParallel, and only rank 0 writes. With `resume`, training continues exactly
-    from the latest checkpoint in `run_dir` (or starts if there is none).
+    from the latest checkpoint in `run_dir` that loads (or starts if there is none).
+
+    SIGTERM or SIGINT (Ctrl-C; in the main thread) finishes the update under way, saves a
+    checkpoint and returns a result with `stopped_by` set (under torchrun all ranks agree on the
+    update to stop after); a validation under way is dropped and redone on resume.
 
     Raises:
         ValueError: A bad configuration, or `run_dir` already has checkpoints without `resume`.
+        CheckpointError: Resuming, and no checkpoint of `run_dir` loads.
+        CheckpointWriteError: A checkpoint could not be written (the earlier ones are intact).
         NonFiniteLossError: `train.max_nonfinite` updates in a row had a non-finite loss.
+        Stopped: A signal came before anything was trained, or a second signal came.
     """
     ctx = setup_distributed(config.train.device)
+    run_dir = Path(run_dir)
     try:
-        return Trainer(config, Path(run_dir), ctx, resume=resume, progress=progress).run()
+        with StopSignals() as stop:
+            try:
+                with stop.abandonable():  # nothing is lost by stopping while setting up
+                    trainer = Trainer(
+                        config, run_dir, ctx, resume=resume, progress=progress, stop=stop
+                    )
+                return trainer.run()
+            except Stopped as stopped:
+                raise _explained(stopped, run_dir) from None
     finally:
         teardown_distributed()
+
+
+def resume_command(run_dir: Path) -> str:
+    return f"aiayn train --resume --run-dir {run_dir}"
+
+
+def _explained(stopped: Stopped, run_dir: Path) -> Stopped:
+    name = signal_name(stopped.signum)
+    if not stopped.at_once:
+        message = f"stopped by {name} while setting up, before any update; nothing to save"
+        return Stopped(stopped.signum, message)
+    last = latest_checkpoint(run_dir)
+    message = (
+        f"stopped at once by a second {name}; the last complete checkpoint is "
+        f"{last or 'none (nothing was saved yet)'}; continue with: {resume_command(run_dir)}"
+    )
+    return Stopped(stopped.signum, message, at_once=True)
 
 
 def default_run_dir(config_path: str | Path) -> Path:
@@ -123,8 +170,10 @@ class Trainer:
         *,
         resume: bool = False,
         progress: bool = True,
+        stop: StopSignals | None = None,
     ) -> None:
         self.ctx, self.run_dir, self.progress = ctx, run_dir, progress and ctx.is_main
+        self.stop, self.stopping = stop or StopSignals(), False
         if ctx.is_main:
             prepare_run_dir(run_dir, resume=resume)
         self.machine = describe_machine(ctx.device)
@@ -181,7 +230,9 @@ class Trainer:
         )
         validation, stream = None, self._batch_stream()
         try:
-            while not self._finished():
+            if self.state.pending_validation:  # a signal interrupted it
+                validation = self.validate_and_save()
+            while not self._finished() and not self._stop_agreed():
                 epoch = self.sampler.epoch
                 start = time.perf_counter()
                 update = self.train_step([next(stream) for _ in range(self.accumulate)])
@@ -191,13 +242,18 @@ class Trainer:
                     validation = self.validate_and_save()
                 elif update.finite and tc.save_every and self.state.step % tc.save_every == 0:
                     self.save()
-            if self.saved_step != self.state.step:
-                validation = self.validate_and_save()
+            if not self.stopping and self.saved_step != self.state.step:
+                validation = self.validate_and_save()  # a signal drops it: redone on resume
+            if self.stopping or self._stop_agreed():
+                self._save_and_say_stopped(bar)
         finally:
             bar.close()
             self.log.close()
         speed = self.state.tokens / max(self.state.seconds, 1e-9)
-        return TrainResult(self.run_dir, self.state.step, self.sampler.epoch, validation, speed)
+        stopped_by = signal_name(self.stop.signum) if self.stopping else None
+        return TrainResult(
+            self.run_dir, self.state.step, self.sampler.epoch, validation, speed, stopped_by
+        )
 
     def train_step(self, batches: list[Batch]) -> UpdateResult:
         """One update: forward and backward over `batches` (gradients accumulate; DDP averages
@@ -249,10 +305,24 @@ class Trainer:
         """Validate on rank 0, log and print the scores, save a checkpoint (and checkpoint-best
         when the score improved)."""
         validation, best = None, False
+        self.state.pending_validation = False
         if self.ctx.is_main:
-            validation = validate(
-                self.model, self.data, self.config, device=self.ctx.device, autocast=self.autocast
-            )
+            try:
+                with self.stop.abandonable():
+                    validation = validate(
+                        self.model,
+                        self.data,
+                        self.config,
+                        device=self.ctx.device,
+                        autocast=self.autocast,
+                    )
+            except Abandon:
+                self._print(
+                    f"{signal_name(self.stop.signum)} during the validation of update "
+                    f"{self.state.step}: dropped, to be redone on resume"
+                )
+                self.state.pending_validation = True
+        if validation is not None:
             self.log.append("valid", {**self._where(), **validation.record()})
             self._print(f"update {self.state.step} | {validation}")
             for source, reference, hypothesis in (validation.examples or [])[:2]:
@@ -280,14 +350,47 @@ class Trainer:
                 ),
             }
             path = checkpoint_dir(self.run_dir, self.state.step)
-            save_checkpoint(
-                path, self.model, self.state, optimizer=self.optimizer, scheduler=scheduler
-            )
-            if best:
-                save_checkpoint(self.run_dir / BEST_DIR, self.model, self.state)
-            prune_checkpoints(self.run_dir, self.config.train.keep_last)
+            try:
+                save_checkpoint(
+                    path, self.model, self.state, optimizer=self.optimizer, scheduler=scheduler
+                )
+                if best:
+                    save_checkpoint(self.run_dir / BEST_DIR, self.model, self.state)
+                prune_checkpoints(self.run_dir, self.config.train.keep_last)
+            except OSError as error:
+                last = latest_checkpoint(self.run_dir)
+                raise CheckpointWriteError(
+                    f"could not write {path.name} in {self.run_dir}: "
+                    f"{error.strerror or error}; the checkpoints before it are intact (latest: "
+                    f"{last.name if last else 'none'}); make room, then continue with: "
+                    f"{resume_command(self.run_dir)}"
+                ) from None
         barrier(self.ctx)
         self.saved_step = self.state.step
+
+    def _stop_agreed(self) -> bool:
+        """Has a stop signal come (to any process)? Every process asks at the same points, so
+        under torchrun all of them stop after the same update."""
+        requested = self.stop.requested
+        if self.ctx.distributed:
+            requested = all_reduce_sum([float(requested)], self.ctx)[0] > 0
+        self.stopping = requested
+        return requested
+
+    def _save_and_say_stopped(self, bar: tqdm) -> None:
+        """Save what the updates since the last checkpoint did, and say how to go on."""
+        name = signal_name(self.stop.signum) if self.stop.requested else "a signal"
+        if self.saved_step != self.state.step and self.state.step > 0:
+            self.save()
+        bar.close()
+        if self.state.step == 0:
+            self._print(f"stopped by {name} before the first update; nothing to save")
+            return
+        self._print(
+            f"stopped by {name} after update {self.state.step}: saved "
+            f"{checkpoint_dir(self.run_dir, self.state.step)}; continue with: "
+            f"{resume_command(self.run_dir)}"
+        )
 
     def autocast(self) -> AbstractContextManager:
         """bf16 or fp16 autocast as `train.precision` resolved (fp32: nothing)."""
@@ -383,21 +486,71 @@ class Trainer:
         return model
 
     def _restore(self) -> None:
-        """Load the latest checkpoint: weights, optimizer, sampler position, RNG states."""
-        path = latest_checkpoint(self.run_dir)
-        if path is None:
+        """Load the newest checkpoint that loads completely (weights, optimizer, sampler
+        position, RNG states); each newer one that does not is named in a warning and set aside
+        as `<name>.broken`."""
+        candidates = list_checkpoints(self.run_dir)[::-1]
+        if not candidates:
             self._print(f"no checkpoint in {self.run_dir}: starting from scratch")
             return
-        load_weights(self.model, path, device=self.ctx.device)
-        self.optimizer.load_state_dict(load_optimizer_state(path, self.ctx.device))
-        self.state = load_trainer_state(path)
-        self.sampler.load_state_dict(self.state.sampler)
-        if self.state.scaler and self.scaler.is_enabled():
-            self.scaler.load_state_dict(self.state.scaler)
-        if len(self.state.rng) == self.ctx.world_size:
-            set_rng_state(self.state.rng[self.ctx.rank])  # last: nothing may draw after it
+        skipped: list[tuple[Path, CheckpointError]] = []
+        for path in candidates:
+            try:
+                self._load_checkpoint(path)
+                break
+            except CheckpointError as error:
+                skipped.append((path, error))
+        else:
+            newest, error = skipped[0]
+            raise CheckpointError(
+                f"none of the {len(candidates)} checkpoints in {self.run_dir} loads (newest: "
+                f"{error}); move them away to start again"
+            )
+        barrier(self.ctx)  # every rank has read them before rank 0 renames
+        for broken, error in skipped:
+            if self.ctx.is_main:
+                aside = set_aside(broken)
+                warnings.warn(
+                    f"skipped {broken.name}, which does not load: {error}; moved to "
+                    f"{aside.name}; resuming from {path.name}",
+                    stacklevel=2,
+                )
         self.saved_step = self.state.step
         self._print(f"resumed from {path} (update {self.state.step}, epoch {self.state.epoch})")
+
+    def _load_checkpoint(self, path: Path) -> None:
+        """Load one checkpoint folder into the trainer; a CheckpointError if any part of it
+        does not load (a later successful load overwrites whatever this one got to)."""
+        device = self.ctx.device
+        state = load_trainer_state(path)
+        try:
+            load_weights(self.model, path, device=device)
+        except FileNotFoundError as error:
+            raise CheckpointError(str(error)) from None
+        optimizer_state = load_optimizer_state(path, device)
+        try:
+            self.optimizer.load_state_dict(optimizer_state)
+            for param in self.model.parameters():
+                moments = self.optimizer.state.get(param, {})
+                if any(
+                    moments[k].shape != param.shape
+                    for k in ("exp_avg", "exp_avg_sq")
+                    if k in moments
+                ):
+                    raise ValueError("its moments have other shapes than the parameters")
+        except (ValueError, KeyError, TypeError, RuntimeError) as error:
+            raise CheckpointError(
+                f"{path / OPTIMIZER_FILE} does not fit the model's optimizer ({error})"
+            ) from None
+        try:
+            self.sampler.load_state_dict(state.sampler)
+            if state.scaler and self.scaler.is_enabled():
+                self.scaler.load_state_dict(state.scaler)
+            if len(state.rng) == self.ctx.world_size:
+                set_rng_state(state.rng[self.ctx.rank])  # last: nothing may draw after it
+        except (ValueError, KeyError, TypeError, IndexError, RuntimeError) as error:
+            raise CheckpointError(f"{path / STATE_FILE}: bad training state ({error})") from None
+        self.state = state
 
     def _settle_config(self, config: RunConfig, resume: bool) -> RunConfig:
         """Fit the model's vocabulary to the tokenizer, check a resumed run's config, save it."""

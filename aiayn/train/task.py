@@ -5,7 +5,6 @@ sentence pairs for translation, fixed-length windows of a token stream for langu
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -96,7 +95,7 @@ def prepare_tokenizer(config: DataConfig, run_dir: Path, train: list[tuple[str, 
         return f"tokenizer: {path} (kept)"
     if config.tokenizer is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(config.tokenizer, path)
+        Tokenizer.load(config.tokenizer).save(path)  # checked, and written atomically
         return f"tokenizer: copied {config.tokenizer}"
     if isinstance(train, str):
         sentences = train.split("\n")

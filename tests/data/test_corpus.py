@@ -32,12 +32,31 @@ def write(path: Path, data: bytes) -> Path:
 
 
 def test_data_root_prefers_argument_then_env_then_cache(tmp_path, monkeypatch):
+    (tmp_path / "arg").mkdir()
+    (tmp_path / "env").mkdir()
     monkeypatch.setenv("AIAYN_DATA", str(tmp_path / "env"))
     assert data_root(tmp_path / "arg") == tmp_path / "arg"
     assert data_root(None) == tmp_path / "env"
     monkeypatch.delenv("AIAYN_DATA")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     assert data_root(None) == tmp_path / "cache" / "aiayn"
+
+
+def test_a_data_dir_that_does_not_exist_is_named_and_never_created(tmp_path, monkeypatch):
+    typo = tmp_path / "dtaa"
+    with pytest.raises(ValueError, match=f"data.data_dir \\(--data-dir\\) {typo} does not exist"):
+        multi30k_files("val", "de", typo, base_url="http://127.0.0.1:9/never/")
+    monkeypatch.setenv("AIAYN_DATA", str(typo))
+    with pytest.raises(ValueError, match=f"AIAYN_DATA {typo} does not exist"):
+        multi30k_files("val", "de", base_url="http://127.0.0.1:9/never/")
+    assert not typo.exists()
+
+
+def test_nothing_is_downloaded_into_a_chosen_data_dir(tmp_path, monkeypatch):
+    monkeypatch.delenv("AIAYN_DATA", raising=False)
+    with pytest.raises(FileNotFoundError, match="data.data_dir is set, so nothing is downloaded"):
+        multi30k_files("val", "de", tmp_path, base_url="http://127.0.0.1:9/never/")
+    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.parametrize("name", ["plain.txt", "packed.txt.gz"])
@@ -145,10 +164,10 @@ def test_fetch_verifies_and_writes(server, data_dir, tmp_path):
 
 
 def test_named_sets_download_when_missing(server, tmp_path):
-    path = multi30k_files("test2016", "cs", tmp_path, base_url=f"{server}/multi30k/")
+    path = multi30k_files("test2016", "cs", tmp_path, download=True, base_url=f"{server}/multi30k/")
     assert path == tmp_path / "multi30k" / "test_2016_flickr.cs.gz"
     assert hashlib.sha256(path.read_bytes()).hexdigest() == corpus.MULTI30K_SHA256[path.name]
-    text = tinyshakespeare_text(tmp_path, url=f"{server}/tinyshakespeare/input.txt")
+    text = tinyshakespeare_text(tmp_path, download=True, url=f"{server}/tinyshakespeare/input.txt")
     assert text.startswith("First Citizen:\n") and len(text) == 1_115_394
 
 
@@ -169,5 +188,5 @@ def test_interrupted_transfer_leaves_nothing(server, tmp_path):
 
 def test_http_error_leaves_nothing(server, tmp_path):
     with pytest.raises(DownloadError, match="404"):
-        multi30k_files("val", "de", tmp_path, base_url=f"{server}/nowhere/")
+        multi30k_files("val", "de", tmp_path, download=True, base_url=f"{server}/nowhere/")
     assert list((tmp_path / "multi30k").iterdir()) == []

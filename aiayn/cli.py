@@ -399,6 +399,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     except (ValueError, OSError) as error:  # bad input, a missing or broken file, a full disk
         print(f"aiayn {args.command}: error: {_one_line(error)}", file=sys.stderr)
         raise SystemExit(2) from None
+    except KeyboardInterrupt:  # Ctrl-C outside training (which saves first: train/stop.py)
+        print(f"\naiayn {args.command}: interrupted", file=sys.stderr)
+        raise SystemExit(130) from None
     finally:
         warnings.formatwarning = plain_format
 

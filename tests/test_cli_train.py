@@ -56,3 +56,15 @@ def test_train_errors_are_one_line(config_file, tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["train", "--no-progress"])
     assert "give a CONFIG, or --resume with --run-dir" in capsys.readouterr().err
+
+
+def test_a_data_dir_that_does_not_exist_is_named_and_nothing_is_created(config_file, tmp_path,
+                                                                          capsys):  # fmt: skip
+    typo = tmp_path / "dtaa"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", str(config_file), "--run-dir", str(tmp_path / "r"), "--set",
+              "data.dataset=multi30k", f"data.data_dir={typo}"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and err.count("\n") == 1
+    assert err.startswith(f"aiayn train: error: data.data_dir (--data-dir) {typo} does not exist")
+    assert not typo.exists()

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 import random
 import re
 import signal
@@ -144,9 +143,53 @@ def test_fp16_needs_a_gpu(make_config, tmp_path):
         train(make_config(train={"precision": "fp16"}), run_dir=tmp_path, progress=False)
 
 
+def start(config_file: Path, run_dir: Path, *, module: str = "aiayn") -> subprocess.Popen:
+    """`aiayn train --resume` (from scratch when there is nothing to resume) in a process."""
+    command = [sys.executable, "-m", module, "train", str(config_file), "--run-dir",
+               str(run_dir), "--resume", "--no-progress"]  # fmt: skip
+    return subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def logged_steps(run_dir: Path) -> list[int]:
+    return [r["step"] for r in read_metrics(run_dir) if r.get("kind") == "train"]
+
+
+def kill_when(process: subprocess.Popen, ready, what: str) -> None:
+    """SIGKILL `process` as soon as `ready()` holds; fail if it ends first."""
+    deadline = time.monotonic() + 120
+    while process.poll() is None and time.monotonic() < deadline:
+        if ready():
+            process.kill()
+            break
+        time.sleep(0.002)
+    assert process.wait() == -signal.SIGKILL, f"the run ended before the kill ({what})"
+
+
+def resume_and_check(config, run_dir: Path, whole: Path, capsys) -> None:
+    """Resume in this process: it must start from the latest checkpoint (its line and its
+    machine record say so) and end bit-identical to the uninterrupted run."""
+    latest = latest_checkpoint(run_dir)
+    capsys.readouterr()
+    train(config, run_dir=run_dir, resume=True, progress=False)
+    out = capsys.readouterr().out
+    if latest is None:
+        assert "starting from scratch" in out
+    else:
+        step = int(latest.name.removeprefix("checkpoint-"))
+        assert f"resumed from {latest} (update {step}," in out
+        assert [r["at_step"] for r in read_metrics(run_dir) if r["kind"] == "machine"][-1] == step
+    final = Path("checkpoint-00000100") / "model.safetensors"
+    whole_weights = safetensors.torch.load_file(whole / final)
+    resumed = safetensors.torch.load_file(run_dir / final)
+    assert whole_weights.keys() == resumed.keys()
+    for name in whole_weights:
+        assert torch.equal(whole_weights[name], resumed[name]), f"{name} differs"
+    assert train_losses(run_dir) == train_losses(whole)  # the log reads as one run
+
+
 @pytest.mark.integration
 @pytest.mark.parametrize("kind", ["translation", "language-model"])
-def test_resume_after_sigkill_ends_bit_identical(kind, request, tmp_path):
+def test_resume_after_sigkill_ends_bit_identical(kind, request, tmp_path, capsys):
     make = request.getfixturevalue("make_config" if kind == "translation" else "make_lm_config")
     config = make(train={"max_steps": 100, "save_every": 5, "keep_last": 2})
     train(config, run_dir=tmp_path / "whole", progress=False)
@@ -154,27 +197,56 @@ def test_resume_after_sigkill_ends_bit_identical(kind, request, tmp_path):
     kill_at = random.Random().randint(10, 60)  # a different step each run
     save_config(config, tmp_path / "config.yaml")
     run_dir = tmp_path / "killed"
-    command = [sys.executable, "-m", "aiayn", "train", str(tmp_path / "config.yaml"),
-               "--run-dir", str(run_dir), "--no-progress"]  # fmt: skip
-    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL)
-    deadline = time.monotonic() + 120
-    while process.poll() is None and time.monotonic() < deadline:
-        steps = [r["step"] for r in read_metrics(run_dir) if r.get("kind") == "train"]
-        if steps and steps[-1] >= kill_at:
-            os.kill(process.pid, signal.SIGKILL)
-            break
-        time.sleep(0.005)
-    assert process.wait() == -signal.SIGKILL, f"the run ended before the kill at step {kill_at}"
+    process = start(tmp_path / "config.yaml", run_dir)
+    kill_when(process, lambda: logged_steps(run_dir)[-1:] >= [kill_at], f"update {kill_at}")
     assert latest_checkpoint(run_dir).name != "checkpoint-00000100"
+    resume_and_check(config, run_dir, tmp_path / "whole", capsys)
 
-    train(config, run_dir=run_dir, resume=True, progress=False)
-    final = Path("checkpoint-00000100") / "model.safetensors"
-    whole = safetensors.torch.load_file(tmp_path / "whole" / final)
-    resumed = safetensors.torch.load_file(run_dir / final)
-    assert whole.keys() == resumed.keys()
-    for name in whole:
-        assert torch.equal(whole[name], resumed[name]), f"{name} differs (killed at {kill_at})"
-    assert train_losses(run_dir) == train_losses(tmp_path / "whole")  # the log reads as one run
+
+@pytest.mark.integration
+def test_a_sigkill_in_the_middle_of_a_checkpoint_write_resumes_from_the_one_before(
+    make_config, tmp_path, capsys
+):
+    config = make_config(train={"max_steps": 100, "save_every": 5, "keep_last": 2})
+    train(config, run_dir=tmp_path / "whole", progress=False)
+    save_config(config, tmp_path / "config.yaml")
+    run_dir = tmp_path / "killed"
+    process = start(tmp_path / "config.yaml", run_dir, module="tests.train.slow_save")
+    marker = run_dir / "SAVING"
+    # the third write: checkpoint-00000015 (5 and 10 went before it)
+    kill_when(process, lambda: marker.exists() and marker.read_text().endswith("15"), "a write")
+    half = run_dir / ".tmp-checkpoint-00000015"
+    assert (half / "model.safetensors").is_file() and not (half / "trainer_state.json").exists()
+    assert latest_checkpoint(run_dir).name == "checkpoint-00000010"
+    resume_and_check(config, run_dir, tmp_path / "whole", capsys)
+    assert not half.exists()
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_soak_five_sigkills_at_random_moments_end_bit_identical(make_config, tmp_path, capsys):
+    """One run killed 5 times, each at a random moment after a random number of further
+    updates (inside an update, a save, a validation, a log write), resumed each time."""
+    config = make_config(train={"max_steps": 100, "save_every": 3, "eval_every": 20,
+                                "keep_last": 2})  # fmt: skip
+    train(config, run_dir=tmp_path / "whole", progress=False)
+    save_config(config, tmp_path / "config.yaml")
+    run_dir, rng = tmp_path / "killed", random.Random()
+    kills = []
+    for _ in range(5):
+        target = (logged_steps(run_dir)[-1:] or [0])[0] + rng.randint(1, 15)
+        process = start(tmp_path / "config.yaml", run_dir)
+
+        def ready(target: int = target, delay: float = rng.uniform(0.0, 0.05)) -> bool:
+            if logged_steps(run_dir)[-1:] < [target]:
+                return False
+            time.sleep(delay)  # then anywhere: the update, a save, a validation, the log
+            return True
+
+        kill_when(process, ready, f"update {target}")
+        kills.append(logged_steps(run_dir)[-1])
+    assert kills[-1] < 100, f"the run finished before its last kill: killed at {kills}"
+    resume_and_check(config, run_dir, tmp_path / "whole", capsys)
 
 
 def test_gradient_accumulation_is_the_gradient_of_the_token_mean(make_config, tmp_path):

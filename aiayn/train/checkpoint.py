@@ -289,7 +289,8 @@ def load_weights(model: nn.Module, path: str | Path, *, device: torch.device | s
     except (SafetensorError, OSError) as error:
         raise CheckpointError(f"{file}: {_safetensors_reason(error)}") from None
     except RuntimeError as error:  # shapes differ
-        raise CheckpointError(f"{file} does not fit the model: {_first_line(error)}") from None
+        detail = " ".join(line.strip() for line in str(error).splitlines()[1:])  # each tensor
+        raise CheckpointError(f"{file} does not fit the model: {detail}") from None
     if missing or unexpected:
         raise CheckpointError(
             f"{file} does not fit the model: missing {missing}, extra {unexpected}"

@@ -501,10 +501,9 @@ class Trainer:
             except CheckpointError as error:
                 skipped.append((path, error))
         else:
-            newest, error = skipped[0]
             raise CheckpointError(
                 f"none of the {len(candidates)} checkpoints in {self.run_dir} loads (newest: "
-                f"{error}); move them away to start again"
+                f"{skipped[0][1]}); move them away to start again"
             )
         barrier(self.ctx)  # every rank has read them before rank 0 renames
         for broken, error in skipped:

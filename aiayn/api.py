@@ -15,19 +15,24 @@ from pathlib import Path
 
 import torch
 
-from aiayn.config import RunConfig
+from aiayn.config import DataConfig, RunConfig, save_config
 from aiayn.data.corpus import OnBadInput, read_parallel, read_text
 from aiayn.data.splits import TEST_SPLIT, read_split
-from aiayn.data.tokenizer import TOKENIZER_FILE, Tokenizer
+from aiayn.data.tokenizer import TextTokenizer, Tokenizer, load_tokenizer
 from aiayn.evaluate.attention_maps import AttentionMaps, attention_weights
 from aiayn.evaluate.metrics import CorpusScore, bleu, chrf
 from aiayn.evaluate.perplexity import Perplexity, sliding_window_perplexity
-from aiayn.export import FORMATS, export_hf_marian
 from aiayn.files import atomic_write
 from aiayn.generate.options import DecodeOptions
 from aiayn.generate.sampling import generate as generate_ids
 from aiayn.model.transformer import LanguageModel, Transformer
-from aiayn.train.checkpoint import load_model
+from aiayn.train.checkpoint import (
+    CONFIG_FILE,
+    IMPORTED_DIR,
+    TrainerState,
+    load_model,
+    save_checkpoint,
+)
 from aiayn.translate import DEFAULT_MAX_TOKENS, encode_sources, fit_to_positions, translate_texts
 
 
@@ -44,13 +49,56 @@ def load(
     if str(device) == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     model, config = load_model(run_dir, checkpoint, device=device)
-    tokenizer = Tokenizer.load(Path(run_dir) / TOKENIZER_FILE)
-    if tokenizer.vocab_size != config.model.vocab_size:
+    tokenizer = load_tokenizer(run_dir)
+    if tokenizer.vocab_size > config.model.vocab_size:
         raise ValueError(
-            f"{run_dir}: tokenizer has {tokenizer.vocab_size} pieces, the model "
+            f"{run_dir}: tokenizer has {tokenizer.vocab_size} pieces, the model only "
             f"{config.model.vocab_size}"
         )
     return TextModel(model, tokenizer, config)
+
+
+IMPORT_FORMATS = ("hf-marian", "hf-gpt2")
+EXPORT_FORMATS = ("hf-marian", "hf-gpt2")
+
+
+def import_pretrained(format: str, source: str | Path, out_dir: str | Path) -> Path:
+    """Convert a pretrained model into an ordinary run directory: `config.yaml`, the tokenizer,
+    and `checkpoint-imported/model.safetensors` (what `best` loads), so that `load`, every
+    command and fine-tuning work on it unchanged.
+
+    Args:
+        format: `hf-marian` (a local transformers MarianMTModel folder: OPUS-MT) or `hf-gpt2`
+            (a GPT2LMHeadModel folder).
+        source: The folder to read.
+        out_dir: The run directory to create (it must not hold anything yet).
+
+    Raises:
+        ValueError: An unknown format, an existing `out_dir`, or a model we cannot express
+            (the message names the file and field).
+        FileNotFoundError: A file the format needs is missing.
+    """
+    if format not in IMPORT_FORMATS:
+        raise ValueError(f"unknown import format {format!r}; choose from {IMPORT_FORMATS}")
+    out_dir = Path(out_dir)
+    if out_dir.exists() and any(out_dir.iterdir()):
+        raise ValueError(f"{out_dir} already holds files; import into a new folder")
+    if format == "hf-marian":
+        from aiayn.convert.marian import import_hf_marian
+
+        model, tokenizer = import_hf_marian(source)
+        data = DataConfig(dataset="parallel", max_len=min(256, model.config.max_len))
+    else:
+        from aiayn.convert.gpt2 import import_hf_gpt2
+
+        model, tokenizer = import_hf_gpt2(source)
+        data = DataConfig(dataset="text", seq_len=min(256, model.config.max_len))
+    config = RunConfig(model=model.config, data=data)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tokenizer.save_to(out_dir)
+    save_checkpoint(out_dir / IMPORTED_DIR, model, TrainerState())
+    save_config(config, out_dir / CONFIG_FILE)  # last: a folder with it is a complete run
+    return out_dir
 
 
 @dataclass
@@ -94,7 +142,7 @@ class TextModel:
     """
 
     def __init__(
-        self, model: Transformer | LanguageModel, tokenizer: Tokenizer, config: RunConfig
+        self, model: Transformer | LanguageModel, tokenizer: TextTokenizer, config: RunConfig
     ) -> None:
         self.model, self.tokenizer, self.config = model, tokenizer, config
         self.device = next(model.parameters()).device
@@ -106,10 +154,24 @@ class TextModel:
 
     def export(self, out_dir: str | Path, *, format: str = "hf-marian") -> Path:
         """Write the model in another library's layout: `hf-marian` (transformers'
-        MarianMTModel, which CTranslate2's converter reads; see aiayn/export.py)."""
-        if format not in FORMATS:
-            raise ValueError(f"unknown export format {format!r}; choose from {FORMATS}")
+        MarianMTModel, which CTranslate2's converter reads; aiayn/convert/marian.py) for a
+        translation model, `hf-gpt2` (GPT2LMHeadModel; aiayn/convert/gpt2.py) for a language
+        model."""
+        if format not in EXPORT_FORMATS:
+            raise ValueError(f"unknown export format {format!r}; choose from {EXPORT_FORMATS}")
+        if format == "hf-gpt2":
+            from aiayn.convert.gpt2 import export_hf_gpt2
+
+            self._need(translation=False)
+            return export_hf_gpt2(self.model, self.tokenizer, out_dir)
+        from aiayn.convert.marian import export_hf_marian
+        from aiayn.data.marian_vocab import MarianVocabulary
+
         self._need(translation=True)
+        if isinstance(self.tokenizer, MarianVocabulary):
+            return export_hf_marian(self.model, out_dir, vocabulary=self.tokenizer)
+        if not isinstance(self.tokenizer, Tokenizer):
+            raise ValueError("hf-marian export needs a SentencePiece or Marian vocabulary")
         proto = self.tokenizer.processor.serialized_model_proto()
         return export_hf_marian(self.model, out_dir, tokenizer_model=proto)
 
@@ -222,7 +284,7 @@ class TextModel:
             return AttentionMaps(pieces, pieces, pieces, None, weights["decoder_self"], None)
         if target is None:
             target = self.translate([source], beam=beam)[0]
-        out_ids = [*self.tokenizer.encode(target), eos]
+        out_ids = [*self.tokenizer.encode(target, target=True), eos]
         src = torch.tensor([[*src_ids, eos]], device=self.device)
         tgt_in = torch.tensor([[bos, *out_ids[:-1]]], device=self.device)
         weights = attention_weights(self.model, src, tgt_in)

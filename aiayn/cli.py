@@ -8,7 +8,14 @@ import sys
 import warnings
 from collections.abc import Callable, Sequence
 
-from aiayn.api import DEFAULT_MAX_TOKENS, TextModel, load
+from aiayn.api import (
+    DEFAULT_MAX_TOKENS,
+    EXPORT_FORMATS,
+    IMPORT_FORMATS,
+    TextModel,
+    import_pretrained,
+    load,
+)
 from aiayn.config import DecodeOptions
 from aiayn.files import atomic_write
 from aiayn.machine import describe_machine, fit_threads_to_cores, resolve_precision
@@ -354,13 +361,39 @@ def run_attention(args: argparse.Namespace) -> None:
 def add_export(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("export", help="write a trained model in another library's layout")
     _model_arguments(p)
-    p.add_argument("--format", default="hf-marian", choices=["hf-marian"])
+    p.add_argument(
+        "--format",
+        default="hf-marian",
+        choices=EXPORT_FORMATS,
+        help="hf-marian (translation: transformers' MarianMTModel, CTranslate2's converter) or "
+        "hf-gpt2 (language model: GPT2LMHeadModel); default hf-marian",
+    )
     p.add_argument("-o", "--out", required=True, help="output folder")
     p.set_defaults(run=run_export)
 
 
 def run_export(args: argparse.Namespace) -> None:
     print(f"wrote {_load(args).export(args.out, format=args.format)}")
+
+
+def add_import(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "import", help="turn a pretrained model (a local folder) into an aiayn run directory"
+    )
+    p.add_argument(
+        "format",
+        choices=IMPORT_FORMATS,
+        help="hf-marian: a MarianMTModel folder (OPUS-MT); hf-gpt2: a GPT2LMHeadModel folder",
+    )
+    p.add_argument("source", help="the folder to read (config.json, weights, tokenizer files)")
+    p.add_argument("-o", "--out", required=True, help="the run directory to create")
+    p.set_defaults(run=run_import)
+
+
+def run_import(args: argparse.Namespace) -> None:
+    out = import_pretrained(args.format, args.source, args.out)
+    command = f"generate {out} --prompt ..." if args.format == "hf-gpt2" else f"translate {out}"
+    print(f"wrote {out}; try: aiayn {command}")
 
 
 # Each entry adds one subcommand; its `run` function takes the parsed arguments.
@@ -376,6 +409,7 @@ SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     add_evaluate,
     add_attention,
     add_export,
+    add_import,
 ]
 
 

@@ -68,8 +68,8 @@ class DataConfig:
     def __post_init__(self) -> None:
         files = {"parallel": 2, "text": 1}.get(self.dataset, 0)
         for name in ("train_files", "valid_files"):
-            given = getattr(self, name)
-            if files and len(given) != files:
+            given = getattr(self, name)  # none given: a run without data (an imported model)
+            if files and given and len(given) != files:
                 raise ValueError(f"dataset {self.dataset!r} needs {files} {name}, got {given}")
         for name in ("vocab_size", "max_len", "max_tokens", "seq_len"):
             if getattr(self, name) is not None and getattr(self, name) < 1:

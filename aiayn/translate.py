@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from tqdm import tqdm
 
 from aiayn.data.batching import TokenBatchSampler, collate
-from aiayn.data.tokenizer import Tokenizer
+from aiayn.data.tokenizer import TextTokenizer
 from aiayn.generate.options import DecodeOptions, LongInput
 from aiayn.generate.search import decode
 from aiayn.model.transformer import Transformer
@@ -23,7 +23,7 @@ DEFAULT_MAX_TOKENS = 6000
 
 def translate_texts(
     model: Transformer,
-    tokenizer: Tokenizer,
+    tokenizer: TextTokenizer,
     sources: Sequence[str],
     options: DecodeOptions,
     *,
@@ -56,7 +56,12 @@ def translate_texts(
     bar = tqdm(total=len(todo), unit="sent", disable=not progress)
     for batch_rows in TokenBatchSampler(lengths, budget, shuffle=False):
         rows = [todo[i] for i in batch_rows]
-        batch = collate([(ids[row], []) for row in rows]).to(device)
+        batch = collate(  # the model's specials: Marian's EOS is 0, its padding the last id
+            [(ids[row], []) for row in rows],
+            pad_id=model.config.pad_id,
+            bos_id=model.config.bos_id,
+            eos_id=model.config.eos_id,
+        ).to(device)
         decoded = decode(model, batch.src, batch.src_valid, options, use_cache=use_cache)
         for row, out in zip(rows, decoded, strict=True):
             outputs[row] = " ".join(tokenizer.decode(out).splitlines())  # one line per input
@@ -83,7 +88,7 @@ def cap_lengths(options: DecodeOptions, positions: int) -> DecodeOptions:
 
 
 def encode_sources(
-    tokenizer: Tokenizer, sources: Sequence[str], *, max_len: int, policy: LongInput
+    tokenizer: TextTokenizer, sources: Sequence[str], *, max_len: int, policy: LongInput
 ) -> list[list[int]]:
     """Token ids per sentence ([] for a blank one), fitted to `max_len` positions with EOS."""
     ids = tokenizer.encode_batch([s if s.strip() else "" for s in sources])

@@ -13,7 +13,7 @@ from pathlib import Path
 import safetensors.torch
 import torch
 
-from aiayn.export import export_hf_marian
+from aiayn.convert.marian import export_hf_marian
 from aiayn.model.config import ModelConfig
 from aiayn.model.transformer import Transformer, build_model
 from benchmarks.engines import Size

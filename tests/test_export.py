@@ -1,5 +1,5 @@
-"""`aiayn export --format hf-marian`: transformers' MarianMTModel, loaded from the exported
-folder, computes our logits."""
+"""`aiayn export --format hf-marian` (aiayn/convert/marian.py): transformers' MarianMTModel,
+loaded from the exported folder, computes our logits."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from aiayn.cli import main
-from aiayn.export import check_exportable, export_hf_marian, marian_permutation
+from aiayn.convert.marian import check_exportable, export_hf_marian, marian_permutation
 from aiayn.model.transformer import Transformer
 from tests.model.conftest import random_tokens, tiny_config
 from tests.tiny_runs import tiny_run
@@ -23,7 +23,9 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_permutation_puts_sines_first():
-    assert marian_permutation(6).tolist() == [0, 2, 4, 1, 3, 5]
+    assert marian_permutation(tiny_config(d_model=6, n_heads=2)).tolist() == [0, 2, 4, 1, 3, 5]
+    halves = tiny_config(d_model=6, n_heads=2, sinusoid_layout="halves")
+    assert marian_permutation(halves).tolist() == [0, 1, 2, 3, 4, 5]
 
 
 def test_marian_loaded_from_the_export_gives_our_logits(tmp_path):

@@ -17,8 +17,18 @@ ALLOWED: dict[str, set[str]] = {
     "config": {"model.config", "generate.options"},
     "train": {"train", "model", "data", "generate", "evaluate", "config", "translate"},
     "evaluate": {"evaluate", "model", "data", "generate"},
-    "export": {"model"},
-    "api": {"model", "data", "generate", "train", "evaluate", "config", "export", "translate"},
+    "api": {
+        "model",
+        "data",
+        "generate",
+        "train",
+        "evaluate",
+        "config",
+        "translate",
+        "convert",
+    },
+    # other libraries' layouts in and out; reads safetensors through the run directory's reader
+    "convert": {"convert", "model", "data", "train.checkpoint"},
     # text in, text out over generate/: the one translation path under train/ and api.py
     "translate": {"model", "data", "generate"},
     # `aiayn data prepare/show` only touch text files and tokenizers, so the CLI calls

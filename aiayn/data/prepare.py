@@ -192,7 +192,7 @@ def _split_files(
 
 def _encode_pairs(tokenizer: Tokenizer, pairs: Sequence[tuple[str, str]]) -> list[Pair]:
     src_ids = tokenizer.encode_batch([s for s, _ in pairs])
-    tgt_ids = tokenizer.encode_batch([t for _, t in pairs])
+    tgt_ids = tokenizer.encode_batch([t for _, t in pairs], target=True)
     return list(zip(src_ids, tgt_ids, strict=True))
 
 

@@ -66,6 +66,12 @@ def read_split(
     if dataset == "tinyshakespeare":
         return split_text(tinyshakespeare_text(data_dir), split)
     files = train_files if split == "train" else valid_files
+    if not files:
+        field = "data.train_files" if split == "train" else "data.valid_files"
+        raise ValueError(
+            f"{field} is empty: this run names no {dataset!r} files for its {split} split (an "
+            f"imported model has none; give {field}, or files to evaluate)"
+        )
     if dataset == "parallel":
         return read_parallel(*files, on_bad_input=on_bad_input)
     return read_text(files[0], on_bad_input=on_bad_input)

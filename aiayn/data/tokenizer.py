@@ -1,5 +1,7 @@
 """The subword vocabulary: a SentencePiece model (BPE, unigram or characters) shared by source and
-target (§3.4, §5.1: "a shared source-target vocabulary"), with exact encode/decode round trips.
+target (§3.4, §5.1: "a shared source-target vocabulary"), with exact encode/decode round trips;
+the interface every tokenizer of a run offers (`TextTokenizer`: this one, GPT-2's byte-level BPE
+in bytelevel.py), and `load_tokenizer`, which finds a run's tokenizer by its file.
 """
 
 from __future__ import annotations
@@ -8,7 +10,7 @@ import io
 import os
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Protocol
 
 import sentencepiece as spm
 
@@ -20,6 +22,62 @@ PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
 TOKENIZER_FILE = "tokenizer.model"
 """Name of the tokenizer file inside a run or data folder."""
 ModelType = Literal["bpe", "unigram", "char"]
+
+
+class TextTokenizer(Protocol):
+    """What the model's users need of a tokenizer: text <-> ids and the special ids."""
+
+    pad_id: int
+    unk_id: int
+    bos_id: int
+    eos_id: int
+
+    @property
+    def vocab_size(self) -> int: ...
+
+    def encode(self, text: str, *, target: bool = False) -> list[int]:
+        """Ids of one text, no specials; `target`: cut as the target language (a pair of
+        vocabularies, Marian) rather than the source (the same for a shared one)."""
+        ...
+
+    def encode_batch(self, texts: Sequence[str], *, target: bool = False) -> list[list[int]]: ...
+
+    def decode(self, ids: Iterable[int]) -> str:
+        """Target-language text of ids; padding, BOS and EOS are skipped."""
+        ...
+
+    def pieces(self, text: str) -> list[str]: ...
+
+    def id_to_piece(self, token_id: int) -> str: ...
+
+    def save_to(self, folder: str | Path) -> Path:
+        """Write the tokenizer's file into `folder` (a run directory); returns its path."""
+        ...
+
+
+def load_tokenizer(folder: str | Path) -> TextTokenizer:
+    """The tokenizer of a run (or data) folder, by its files: `tokenizer.model` (SentencePiece),
+    `source.spm` + `target.spm` + `vocab.json` (Marian) or `tokenizer.json` (byte-level BPE,
+    `tokenizers`).
+
+    Raises:
+        FileNotFoundError: The folder holds neither.
+        ValueError: The file is not a tokenizer (names it).
+    """
+    from aiayn.data.bytelevel import BYTE_LEVEL_FILE, ByteLevelTokenizer
+    from aiayn.data.marian_vocab import SOURCE_SPM, MarianVocabulary
+
+    folder = Path(folder)
+    if (folder / TOKENIZER_FILE).is_file():
+        return Tokenizer.load(folder / TOKENIZER_FILE)
+    if (folder / SOURCE_SPM).is_file():
+        return MarianVocabulary.from_files(folder)
+    if (folder / BYTE_LEVEL_FILE).is_file():
+        return ByteLevelTokenizer.from_files(folder)
+    raise FileNotFoundError(
+        f"no tokenizer in {folder}: neither {TOKENIZER_FILE} nor {BYTE_LEVEL_FILE} "
+        "(run `aiayn data prepare`, or `aiayn import` a pretrained model)"
+    )
 
 
 class Tokenizer:
@@ -118,13 +176,18 @@ class Tokenizer:
         path.parent.mkdir(parents=True, exist_ok=True)
         return atomic_write(path, self.processor.serialized_model_proto())
 
+    def save_to(self, folder: str | Path) -> Path:
+        """Write `folder/tokenizer.model`; returns its path."""
+        return self.save(Path(folder) / TOKENIZER_FILE)
+
     @property
     def vocab_size(self) -> int:
         """Number of ids, specials included; the model's `vocab_size`."""
         return self.processor.get_piece_size()
 
-    def encode(self, text: str) -> list[int]:
-        """Token ids of one sentence, without BOS/EOS (the batcher adds them).
+    def encode(self, text: str, *, target: bool = False) -> list[int]:
+        """Token ids of one sentence, without BOS/EOS (the batcher adds them); one vocabulary
+        for both languages, so `target` changes nothing.
 
         Raises:
             ValueError: The text holds a lone surrogate (not valid Unicode).
@@ -132,7 +195,7 @@ class Tokenizer:
         check_unicode(text, "text")
         return self.processor.encode(text)
 
-    def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
+    def encode_batch(self, texts: Sequence[str], *, target: bool = False) -> list[list[int]]:
         """Token ids of many sentences (multi-threaded).
 
         Raises:

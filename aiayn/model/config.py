@@ -12,8 +12,9 @@ from typing import Literal
 
 ModelKind = Literal["encoder-decoder", "decoder-only"]
 Positions = Literal["sinusoidal", "learned", "rope"]
-Activation = Literal["relu", "gelu"]
+Activation = Literal["relu", "gelu", "gelu_tanh", "silu"]
 Init = Literal["xavier", "gpt2"]
+SinusoidLayout = Literal["interleaved", "halves"]
 
 
 @dataclass(frozen=True)
@@ -49,14 +50,21 @@ class ModelConfig:
     positions: Positions = "sinusoidal"
     """`sinusoidal` (§3.5), `learned` (the paper's alternative, Table 3 row E) or `rope`
     (rotary, Su et al. 2021: a departure, applied to queries and keys of self-attention)."""
+    sinusoid_layout: SinusoidLayout = "interleaved"
+    """Where §3.5's sines and cosines go: `interleaved` (sin on even, cos on odd dimensions, as
+    the paper writes PE) or `halves` (all sines, then all cosines: tensor2tensor, Marian)."""
     activation: Activation = "relu"
-    """Feed-forward non-linearity: `relu` as in Eq. 2, or `gelu` (GPT-2)."""
+    """Feed-forward non-linearity: `relu` as in Eq. 2; `gelu` (exact, erf); `gelu_tanh`, the
+    tanh approximation GPT-2 computes (its `gelu_new`); or `silu` (x * sigmoid(x), Marian's
+    `swish`)."""
     scale_embeddings: bool = True
     """Multiply embeddings by sqrt(d_model) (§3.4). GPT-2 does not."""
     share_embeddings: bool = True
     """One embedding table for source and target (§3.4, shared vocabulary)."""
     tie_output: bool = True
     """Pre-softmax projection shares the target embedding's weights (§3.4)."""
+    output_bias: bool = False
+    """A bias on the pre-softmax projection (Marian's `final_logits_bias`); the paper has none."""
     init: Init = "xavier"
     """`xavier` (fairseq / Annotated Transformer) or `gpt2` (normal 0.02, scaled residuals)."""
     layer_norm_eps: float = 1e-5

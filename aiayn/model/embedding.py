@@ -29,14 +29,21 @@ class TokenEmbedding(nn.Module):
         return nn.functional.embedding(tokens, self.weight) * self.scale
 
 
-def sinusoids(max_len: int, d_model: int) -> Tensor:
-    """The paper's table of positions (§3.5): (max_len, d_model), sin on even, cos on odd dims."""
+def sinusoids(max_len: int, d_model: int, layout: str = "interleaved") -> Tensor:
+    """The paper's table of positions (§3.5): (max_len, d_model), sin on even, cos on odd dims;
+    with `layout="halves"` the same values, sines in the first half and cosines in the second
+    (tensor2tensor, Marian)."""
     position = torch.arange(max_len, dtype=torch.float64)[:, None]  # (max_len, 1)
     two_i = torch.arange(0, d_model, 2, dtype=torch.float64)  # (d_model/2,)
     angle = position / 10000.0 ** (two_i / d_model)  # (max_len, d_model/2)
     table = torch.zeros(max_len, d_model, dtype=torch.float64)
-    table[:, 0::2] = torch.sin(angle)
-    table[:, 1::2] = torch.cos(angle[:, : d_model // 2])
+    if layout == "halves":
+        half = (d_model + 1) // 2
+        table[:, :half] = torch.sin(angle)
+        table[:, half:] = torch.cos(angle[:, : d_model // 2])
+    else:
+        table[:, 0::2] = torch.sin(angle)
+        table[:, 1::2] = torch.cos(angle[:, : d_model // 2])
     return table.float()
 
 
@@ -47,9 +54,9 @@ class SinusoidalPositions(nn.Module):
         x: (batch, len, d_model), offset: first position of x -> (batch, len, d_model)
     """
 
-    def __init__(self, max_len: int, d_model: int) -> None:
+    def __init__(self, max_len: int, d_model: int, layout: str = "interleaved") -> None:
         super().__init__()
-        self.register_buffer("table", sinusoids(max_len, d_model), persistent=False)
+        self.register_buffer("table", sinusoids(max_len, d_model, layout), persistent=False)
 
     def forward(self, x: Tensor, offset: int = 0) -> Tensor:
         check_length(offset + x.size(1), self.table.size(0))

@@ -100,7 +100,9 @@ class Embedder(nn.Module):
         super().__init__()
         self.tokens = tokens
         if config.positions == "sinusoidal":
-            self.positions: nn.Module | None = SinusoidalPositions(config.max_len, config.d_model)
+            self.positions: nn.Module | None = SinusoidalPositions(
+                config.max_len, config.d_model, config.sinusoid_layout
+            )
         elif config.positions == "learned":
             self.positions = LearnedPositions(config.max_len, config.d_model)
         else:  # rope rotates queries and keys inside attention instead
@@ -137,7 +139,7 @@ class Transformer(nn.Module):
         self.tgt_embed = Embedder(config, tgt_tokens)
         self.encoder = Encoder(config, rotary)
         self.decoder = Decoder(config, rotary, cross_attention=True)
-        self.out_proj = nn.Linear(config.d_model, config.vocab_size, bias=False)
+        self.out_proj = nn.Linear(config.d_model, config.vocab_size, bias=config.output_bias)
         if config.tie_output:
             self.out_proj.weight = tgt_tokens.weight
         init_weights(self, config)
@@ -200,7 +202,7 @@ class LanguageModel(nn.Module):
         tokens = new_token_embedding(config)
         self.embed = Embedder(config, tokens)
         self.decoder = Decoder(config, new_rotary(config), cross_attention=False)
-        self.out_proj = nn.Linear(config.d_model, config.vocab_size, bias=False)
+        self.out_proj = nn.Linear(config.d_model, config.vocab_size, bias=config.output_bias)
         if config.tie_output:
             self.out_proj.weight = tokens.weight
         init_weights(self, config)

@@ -42,6 +42,9 @@ SCHEDULER_FILE = "scheduler.json"
 STATE_FILE = "trainer_state.json"
 BEST_DIR = "checkpoint-best"
 AVERAGED_DIR = "averaged"
+IMPORTED_DIR = "checkpoint-imported"
+"""The weights `aiayn import` converted: what `best` and `last` load when a run has trained
+no checkpoints of its own."""
 _STEP_DIR = re.compile(r"^checkpoint-(\d{8})$")
 _TMP_PREFIX, _OLD_PREFIX, _DELETE_PREFIX = ".tmp-", ".old-", ".delete-"
 BROKEN_SUFFIX = ".broken"
@@ -310,13 +313,16 @@ def _first_line(error: BaseException) -> str:
 
 
 def resolve_weights(run_dir: str | Path, which: str = "best") -> Path:
-    """The weights file `which` names: `best` (falls back to the latest step checkpoint),
-    `last`, `averaged`, or a checkpoint folder / .safetensors path (absolute or in the run)."""
+    """The weights file `which` names: `best` (falls back to the latest step checkpoint, then
+    to the imported weights), `last` (the latest step checkpoint, else the imported weights),
+    `averaged`, or a checkpoint folder / .safetensors path (absolute or in the run)."""
     run_dir = Path(run_dir)
     if which == "best" and (run_dir / BEST_DIR / WEIGHTS_FILE).is_file():
         return run_dir / BEST_DIR / WEIGHTS_FILE
     if which in ("best", "last"):
         latest = latest_checkpoint(run_dir)
+        if latest is None and (run_dir / IMPORTED_DIR / WEIGHTS_FILE).is_file():
+            return run_dir / IMPORTED_DIR / WEIGHTS_FILE
         if latest is None:
             raise FileNotFoundError(f"{run_dir} has no checkpoints yet")
         return latest / WEIGHTS_FILE

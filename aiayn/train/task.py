@@ -118,7 +118,7 @@ def _translation_data(
         ids = list(
             zip(
                 tokenizer.encode_batch([s for s, _ in pairs]),
-                tokenizer.encode_batch([t for _, t in pairs]),
+                tokenizer.encode_batch([t for _, t in pairs], target=True),
                 strict=True,
             )
         )

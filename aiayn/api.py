@@ -58,7 +58,7 @@ def load(
     return TextModel(model, tokenizer, config)
 
 
-IMPORT_FORMATS = ("hf-marian", "hf-gpt2")
+IMPORT_FORMATS = ("hf-marian", "marian", "hf-gpt2")
 EXPORT_FORMATS = ("hf-marian", "hf-gpt2")
 
 
@@ -68,8 +68,9 @@ def import_pretrained(format: str, source: str | Path, out_dir: str | Path) -> P
     command and fine-tuning work on it unchanged.
 
     Args:
-        format: `hf-marian` (a local transformers MarianMTModel folder: OPUS-MT) or `hf-gpt2`
-            (a GPT2LMHeadModel folder).
+        format: `hf-marian` (a local transformers MarianMTModel folder: OPUS-MT), `marian`
+            (Marian-NMT's own release files: *.npz, *.vocab.yml, source.spm, target.spm) or
+            `hf-gpt2` (a GPT2LMHeadModel folder).
         source: The folder to read.
         out_dir: The run directory to create (it must not hold anything yet).
 
@@ -83,10 +84,11 @@ def import_pretrained(format: str, source: str | Path, out_dir: str | Path) -> P
     out_dir = Path(out_dir)
     if out_dir.exists() and any(out_dir.iterdir()):
         raise ValueError(f"{out_dir} already holds files; import into a new folder")
-    if format == "hf-marian":
-        from aiayn.convert.marian import import_hf_marian
+    if format in ("hf-marian", "marian"):
+        from aiayn.convert.marian import import_hf_marian, import_marian_npz
 
-        model, tokenizer = import_hf_marian(source)
+        read = import_hf_marian if format == "hf-marian" else import_marian_npz
+        model, tokenizer = read(source)
         data = DataConfig(dataset="parallel", max_len=min(256, model.config.max_len))
     else:
         from aiayn.convert.gpt2 import import_hf_gpt2

@@ -144,6 +144,11 @@ def add_train(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--run-dir", help="where checkpoints go (default: runs/<config name>)")
     p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint")
+    p.add_argument(
+        "--init-from",
+        metavar="RUN_DIR",
+        help="fine-tune: start from this run's weights and tokenizer (train.init_from)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(run=run_train)
 
@@ -160,7 +165,8 @@ def run_train(args: argparse.Namespace) -> None:
     if args.config is None and not (args.resume and args.run_dir):
         raise ValueError("give a CONFIG, or --resume with --run-dir to continue a run")
     run_dir = Path(args.run_dir) if args.run_dir else default_run_dir(args.config)
-    config = load_config(args.config or run_dir / CONFIG_FILE, args.set)
+    overrides = [*args.set, *([f"train.init_from={args.init_from}"] if args.init_from else [])]
+    config = load_config(args.config or run_dir / CONFIG_FILE, overrides)
     main_rank = os.environ.get("RANK", "0") == "0"
     try:
         result = train(config, run_dir=run_dir, resume=args.resume, progress=not args.no_progress)
@@ -383,7 +389,8 @@ def add_import(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "format",
         choices=IMPORT_FORMATS,
-        help="hf-marian: a MarianMTModel folder (OPUS-MT); hf-gpt2: a GPT2LMHeadModel folder",
+        help="hf-marian: a MarianMTModel folder (OPUS-MT); marian: Marian-NMT's release files "
+        "(*.npz, *.vocab.yml, source.spm, target.spm); hf-gpt2: a GPT2LMHeadModel folder",
     )
     p.add_argument("source", help="the folder to read (config.json, weights, tokenizer files)")
     p.add_argument("-o", "--out", required=True, help="the run directory to create")

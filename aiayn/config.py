@@ -142,6 +142,10 @@ class TrainConfig:
     """Append a training record to metrics.jsonl every this many updates."""
     max_nonfinite: int = 10
     """Stop when this many updates in a row had a non-finite loss or gradient."""
+    init_from: str | None = None
+    """Fine-tune: start from the weights (`best`) and tokenizer of this run directory (one
+    `aiayn import` made, or any other); model fields left at their defaults are taken from it,
+    dropout may be changed, any other difference is an error naming the field."""
 
     def __post_init__(self) -> None:
         for name in ("max_steps", "keep_last", "log_every", "max_nonfinite"):
@@ -180,6 +184,30 @@ class RunConfig:
     def replace(self, **sections: object) -> RunConfig:
         """A copy with whole sections replaced (`config.replace(train=...)`)."""
         return dataclasses.replace(self, **sections)
+
+
+FINE_TUNABLE = ("dropout", "attention_dropout", "activation_dropout")
+"""Model fields a fine-tuning run may set differently from the run it starts from."""
+
+
+def merge_model_config(given: ModelConfig, base: ModelConfig, *, source: str) -> ModelConfig:
+    """The model of a run that starts from another (`train.init_from`): `base`, with the
+    fine-tunable fields (dropout) of `given`. A field of `given` that differs from `base` and
+    from the default is an error naming it: the weights could not fit.
+
+    Raises:
+        ValueError: Names the field, both values and `source`.
+    """
+    default = ModelConfig()
+    for f in dataclasses.fields(ModelConfig):
+        mine, theirs = getattr(given, f.name), getattr(base, f.name)
+        if f.name in FINE_TUNABLE or mine == theirs or mine == getattr(default, f.name):
+            continue
+        raise ValueError(
+            f"model.{f.name} is {mine!r}, but train.init_from {source} has {theirs!r}; leave "
+            f"model.{f.name} out to take it from there"
+        )
+    return base.replace(**{name: getattr(given, name) for name in FINE_TUNABLE})
 
 
 def load_config(path: str | Path, overrides: Sequence[str] = ()) -> RunConfig:
@@ -245,8 +273,33 @@ def config_from_dict(
     raw: Mapping[str, Any], *, source: str = "<dict>", overridden: Mapping[str, str] | None = None
 ) -> RunConfig:
     """Build a RunConfig from nested mappings, checking keys and types; errors name `source`,
-    or for a dotted key in `overridden` the override that set it."""
-    return _build(RunConfig, raw, _Sources(source, dict(overridden or {})), "")
+    or for a dotted key in `overridden` the override that set it. With `train.init_from`, model
+    keys not given are taken from that run's config.yaml."""
+    sources = _Sources(source, dict(overridden or {}))
+    return _build(RunConfig, _model_from_init(raw, sources), sources, "")
+
+
+def _model_from_init(raw: Mapping[str, Any], sources: _Sources) -> Mapping[str, Any]:
+    """`raw` with the model keys it lacks filled from the run `train.init_from` names."""
+    train = raw.get("train")
+    init_from = train.get("init_from") if isinstance(train, Mapping) else None
+    model = raw.get("model") or {}
+    if not init_from or not isinstance(model, Mapping):
+        return raw
+    missing = [f.name for f in dataclasses.fields(ModelConfig) if f.name not in model]
+    if not missing:
+        return raw
+    file = Path(init_from) / "config.yaml"
+    if not file.is_file():
+        where = sources.of("train.init_from")
+        raise ValueError(
+            f"{where}: train.init_from {init_from} is not a run directory (no {file.name})"
+        )
+    try:
+        base = yaml.safe_load(file.read_text(encoding="utf-8"))["model"]
+    except (yaml.YAMLError, KeyError, TypeError) as error:
+        raise ValueError(f"{file}: not a run configuration ({error})") from None
+    return {**raw, "model": {**{k: base[k] for k in missing if k in base}, **model}}
 
 
 def apply_override(raw: dict[str, Any], override: str) -> str:

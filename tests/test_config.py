@@ -122,3 +122,22 @@ def test_the_shipped_configs_are_all_there():
     assert (paper.train.warmup_steps, paper.train.label_smoothing) == (4000, 0.1)
     assert paper.train.betas == (0.9, 0.98) and paper.train.adam_eps == 1e-9
     assert paper.train.max_steps == 100_000 and paper.data.max_tokens * 8 >= 25_000
+
+
+def test_a_fine_tuning_model_takes_the_source_run_s_fields_and_may_change_only_dropout(tmp_path):
+    from aiayn.config import merge_model_config
+    from aiayn.model.config import ModelConfig
+
+    source = ModelConfig(d_model=64, n_heads=4, d_ff=128, vocab_size=500, dropout=0.3)
+    merged = merge_model_config(ModelConfig(dropout=0.05), source, source="runs/src")
+    assert merged == source.replace(dropout=0.05)  # defaults filled, dropout kept
+    with pytest.raises(ValueError, match=r"model.d_ff is 256, but train.init_from runs/src has "
+                       r"128; leave model.d_ff out to take it from there"):  # fmt: skip
+        merge_model_config(ModelConfig(d_ff=256), source, source="runs/src")
+    # from YAML: keys not given come from the source run's config.yaml; a missing run is named
+    run = tmp_path / "src"
+    save_config(RunConfig(model=source), run / "config.yaml")
+    raw = {"model": {"dropout": 0.0}, "train": {"init_from": str(run)}}
+    assert config_from_dict(raw).model == source.replace(dropout=0.0)
+    with pytest.raises(ValueError, match="train.init_from .*nowhere is not a run directory"):
+        config_from_dict({"train": {"init_from": str(tmp_path / "nowhere")}})

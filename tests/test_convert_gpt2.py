@@ -218,3 +218,26 @@ def test_a_model_gpt2_cannot_express_is_not_exported(tmp_path):
     with pytest.raises(ValueError, match=r"cannot export as hf-gpt2: scale_embeddings=True "
                        r"\(GPT-2: False\)"):  # fmt: skip
         load(lm).export(tmp_path / "hf", format="hf-gpt2")
+
+
+def test_fine_tuning_an_imported_gpt2_lowers_the_loss_on_new_text(run_dir, tmp_path, data_dir):
+    from aiayn.config import config_from_dict
+    from aiayn.train.log import read_metrics
+    from aiayn.train.loop import train
+
+    text = tinyshakespeare_text(data_dir)
+    (tmp_path / "train.txt").write_text(text[500_000:530_000])
+    (tmp_path / "valid.txt").write_text(text[530_000:533_000])
+    raw = {
+        "data": dict(dataset="text", train_files=[str(tmp_path / "train.txt")],
+                     valid_files=[str(tmp_path / "valid.txt")], seq_len=32, max_tokens=512),
+        "train": dict(init_from=str(run_dir), max_steps=30, schedule="constant", lr=3e-3,
+                      warmup_steps=0, eval_every=0, save_every=0, device="cpu",
+                      precision="fp32", log_every=1),
+    }  # fmt: skip
+    train(config_from_dict(raw), run_dir=tmp_path / "tuned", progress=False)
+    losses = [r["loss"] for r in read_metrics(tmp_path / "tuned") if r["kind"] == "train"]
+    assert sum(losses[-3:]) < 0.9 * sum(losses[:3]), losses
+    tuned = load(tmp_path / "tuned")
+    assert tuned.config.model == load(run_dir).config.model
+    assert isinstance(tuned.tokenizer, ByteLevelTokenizer)

@@ -81,6 +81,7 @@ def hf_folder(tmp_path_factory, data_dir) -> Path:
                 module.weight.normal_(1.0, 0.2)
                 module.bias.normal_(0.0, 0.2)
         model.final_logits_bias.normal_(0.0, 0.5)
+        model.final_logits_bias[0, pad] = 0.0  # as OPUS-MT's converted models have it
     model.save_pretrained(folder)
     return folder
 
@@ -214,3 +215,160 @@ def test_missing_vocabulary_files_are_named(hf_folder, tmp_path):
     (folder / "vocab.json").unlink()
     with pytest.raises(FileNotFoundError, match="no vocab.json and no \\*.vocab.yml"):
         import_pretrained("hf-marian", folder, tmp_path / "run")
+
+
+def fine_tune_config(run_dir: Path, tmp_path: Path, data_dir: Path, **train):
+    """Fine-tuning on 300 Multi30k training pairs the tiny model has never seen."""
+    from aiayn.config import config_from_dict
+
+    files = []
+    for split, rows in (("train", slice(5000, 5300)), ("valid", slice(5300, 5320))):
+        for lang in ("de", "en"):
+            lines = read_lines(multi30k_files("train", lang, data_dir))[rows]
+            (tmp_path / f"{split}.{lang}").write_text("\n".join(lines) + "\n")
+            files.append(str(tmp_path / f"{split}.{lang}"))
+    raw = {
+        "model": {"dropout": 0.0},  # the rest comes from the imported run
+        "data": dict(dataset="parallel", train_files=files[:2], valid_files=files[2:],
+                     max_tokens=1024, max_len=60),
+        "train": dict(init_from=str(run_dir), schedule="constant", warmup_steps=0, eval_every=0,
+                      save_every=0, bleu=False, device="cpu", precision="fp32", log_every=1,
+                      **train),
+    }  # fmt: skip
+    return config_from_dict(raw)
+
+
+def test_fine_tuning_starts_from_the_imported_weights_and_lowers_the_loss(run_dir, tmp_path,
+                                                                           data_dir):  # fmt: skip
+    from aiayn.train.log import read_metrics
+    from aiayn.train.loop import train
+
+    imported = load(run_dir)
+    still = fine_tune_config(run_dir, tmp_path, data_dir, max_steps=1, lr=0.0)
+    train(still, run_dir=tmp_path / "lr0", progress=False)
+    after = load(tmp_path / "lr0", "last")  # a zero learning rate: the weights it started from
+    assert after.config.model == imported.config.model.replace(dropout=0.0)
+    for (name, a), b in zip(imported.model.state_dict().items(),
+                            after.model.state_dict().values(), strict=True):  # fmt: skip
+        assert torch.equal(a, b), name
+    tuned = fine_tune_config(run_dir, tmp_path, data_dir, max_steps=30, lr=3e-3)
+    train(tuned, run_dir=tmp_path / "tuned", progress=False)
+    losses = [r["loss"] for r in read_metrics(tmp_path / "tuned") if r["kind"] == "train"]
+    assert sum(losses[-3:]) < 0.9 * sum(losses[:3]), losses
+    assert load(tmp_path / "tuned").translate(["Ein Hund."], beam=2)[0] != ""
+
+
+def test_fine_tuning_refuses_a_model_that_does_not_fit(run_dir, tmp_path, data_dir, capsys):
+    from aiayn.config import save_config
+
+    config = fine_tune_config(run_dir, tmp_path, data_dir, max_steps=1)
+    save_config(config.replace(model=config.model.replace(d_model=64, n_heads=4)),
+                tmp_path / "c.yaml")  # fmt: skip
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", str(tmp_path / "c.yaml"), "--run-dir", str(tmp_path / "ft"), "--init-from",
+              str(run_dir), "--no-progress"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and err.count("\n") == 1
+    assert f"model.d_model is 64, but train.init_from {run_dir} has 32" in err
+
+
+def test_the_shipped_fine_tuning_config_takes_the_imported_model(run_dir):
+    from aiayn.config import load_config
+
+    path = Path(__file__).resolve().parent.parent / "configs" / "finetune-opus-mt-multi30k.yaml"
+    config = load_config(path, [f"train.init_from={run_dir}", "data.max_len=60"])
+    assert config.model == load(run_dir).config.model.replace(dropout=0.1)
+    assert config.data.dataset == "multi30k" and config.train.lr == 5e-5
+
+
+# Marian-NMT's own names for the tensors of one layer, and transformers' (from the issue's list)
+NPZ_NAMES = {f"self_{w}{x}": f"self_attn.{x if x != 'o' else 'out'}_proj.{n}"
+             for w, n in (("W", "weight"), ("b", "bias")) for x in "qkvo"}  # fmt: skip
+NPZ_NAMES |= {k.replace("self_", "context_"): v.replace("self_attn", "encoder_attn")
+              for k, v in NPZ_NAMES.items()}  # fmt: skip
+NPZ_NAMES |= {
+    "self_Wo_ln_scale": "self_attn_layer_norm.weight",
+    "self_Wo_ln_bias": "self_attn_layer_norm.bias",
+    "context_Wo_ln_scale": "encoder_attn_layer_norm.weight",
+    "context_Wo_ln_bias": "encoder_attn_layer_norm.bias",
+    "ffn_W1": "fc1.weight", "ffn_b1": "fc1.bias", "ffn_W2": "fc2.weight", "ffn_b2": "fc2.bias",
+    "ffn_ffn_ln_scale": "final_layer_norm.weight", "ffn_ffn_ln_bias": "final_layer_norm.bias",
+}  # fmt: skip
+MARIAN_OPTIONS = {
+    "type": "transformer", "dim-emb": 32, "enc-depth": 2, "dec-depth": 2, "transformer-heads": 4,
+    "transformer-dim-ffn": 64, "transformer-ffn-activation": "swish",
+    "transformer-preprocess": "", "transformer-postprocess": "dan",
+    "transformer-postprocess-emb": "d", "tied-embeddings-all": True,
+    "transformer-train-position-embeddings": False, "right-left": False,
+}  # fmt: skip
+
+
+def write_npz(hf_folder: Path, folder: Path, **option_changes) -> Path:
+    """The tiny model as OPUS-MT's release files: one .npz with Marian's names, (in, out)
+    matrices, (1, n) rows and its options as 0-terminated YAML bytes; a .vocab.yml without
+    <pad>; the two SentencePiece models."""
+    import numpy as np
+    import safetensors.torch
+    import yaml
+
+    folder.mkdir(parents=True, exist_ok=True)
+    hf = safetensors.torch.load_file(hf_folder / "model.safetensors")
+    pad = json.loads((hf_folder / "config.json").read_text())["pad_token_id"]
+    arrays = {"Wemb": hf["model.shared.weight"][:pad].numpy(),
+              "decoder_ff_logit_out_b": hf["final_logits_bias"][:, :pad].numpy()}  # fmt: skip
+    for side in ("encoder", "decoder"):
+        for i in range(2):
+            for marian, theirs in NPZ_NAMES.items():
+                name = f"model.{side}.layers.{i}.{theirs}"
+                if name in hf:
+                    tensor = hf[name]
+                    value = tensor.T if tensor.dim() == 2 else tensor.reshape(1, -1)
+                    arrays[f"{side}_l{i + 1}_{marian}"] = value.numpy()
+    options = yaml.safe_dump({**MARIAN_OPTIONS, **option_changes}).encode() + b"\0"
+    arrays["special:model.yml"] = np.frombuffer(options, dtype=np.int8)
+    np.savez(folder / "opus.spm32k-spm32k.transformer.model1.npz", **arrays)
+    vocab = json.loads((hf_folder / "vocab.json").read_text())
+    vocab.pop("<pad>")
+    lines = [f"{json.dumps(piece, ensure_ascii=False)}: {i}" for piece, i in vocab.items()]
+    (folder / "opus.spm32k-spm32k.vocab.yml").write_text("\n".join(lines) + "\n")
+    for name in ("source.spm", "target.spm"):
+        shutil.copy(hf_folder / name, folder / name)
+    return folder
+
+
+def test_marian_release_files_import_to_the_same_model_as_transformers(
+    hf_folder, run_dir, tmp_path, sentences
+):
+    folder = write_npz(hf_folder, tmp_path / "npz")
+    main(["import", "marian", str(folder), "-o", str(tmp_path / "run")])
+    npz, hf = load(tmp_path / "run"), load(run_dir)
+    assert npz.config.model == hf.config.model.replace(max_len=512)
+    assert npz.tokenizer.vocab == hf.tokenizer.vocab  # <pad> appended as transformers does
+    eos, pad = hf.config.model.eos_id, hf.config.model.pad_id
+    src, src_valid = batch([hf.tokenizer.encode(s)[:30] + [eos] for s in sentences["de"][:8]], pad)
+    tgt_in, _ = batch([hf.tokenizer.encode(t, target=True)[:30] for t in sentences["en"][:8]],
+                      pad, start=pad)  # fmt: skip
+    with torch.no_grad():
+        expected = hf_model(hf_folder)(input_ids=src, attention_mask=src_valid.long(),
+                                       decoder_input_ids=tgt_in).logits  # fmt: skip
+        got = npz.model(src, tgt_in, src_valid)
+    torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"transformer-preprocess": "n"}, "transformer-preprocess 'n' is not supported"),
+        ({"tied-embeddings-all": False}, "tied-embeddings-all False is not supported"),
+        ({"transformer-ffn-activation": "tanh"}, "transformer-ffn-activation 'tanh' is not"),
+    ],
+)
+def test_marian_options_we_cannot_compute_are_refused(changes, message, hf_folder, tmp_path,
+                                                      capsys):  # fmt: skip
+    folder = write_npz(hf_folder, tmp_path / "npz", **changes)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["import", "marian", str(folder), "-o", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    npz = next(folder.glob("*.npz"))
+    assert exit_info.value.code == 2 and err.count("\n") == 1
+    assert err.startswith(f"aiayn import: error: {npz}: special:model.yml: {message}")

@@ -308,3 +308,157 @@ def export_hf_marian(
             (out_dir / name).write_bytes(tokenizer_model)
         (out_dir / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False, indent=1))
     return out_dir
+
+
+MARIAN_CONFIG_KEY = "special:model.yml"
+"""The npz entry in which Marian-NMT keeps its training options (YAML bytes, 0-terminated)."""
+_EXPECTED = {
+    "type": "transformer",
+    "transformer-preprocess": "",  # nothing before a sub-layer ...
+    "transformer-postprocess": "dan",  # ... and dropout, add, normalize after it: post-norm
+    "transformer-postprocess-emb": "d",  # only dropout on the embeddings
+    "transformer-train-position-embeddings": False,  # sinusoids
+    "tied-embeddings-all": True,  # one vocabulary for encoder, decoder and output
+    "transformer-ffn-depth": 2,
+    "right-left": False,
+}
+_NPZ_NAMES = {  # Marian's per-layer names -> ours ("W" matrices are stored (in, out))
+    "self_W{}": "self_attn.{}_proj.weight", "self_b{}": "self_attn.{}_proj.bias",
+    "context_W{}": "cross_attn.{}_proj.weight", "context_b{}": "cross_attn.{}_proj.bias",
+}  # fmt: skip
+_NPZ_FIXED = {
+    "self_Wo_ln_scale": "self_attn_residual.norm.weight",
+    "self_Wo_ln_bias": "self_attn_residual.norm.bias",
+    "context_Wo_ln_scale": "cross_attn_residual.norm.weight",
+    "context_Wo_ln_bias": "cross_attn_residual.norm.bias",
+    "ffn_W1": "feed_forward.linear1.weight",
+    "ffn_b1": "feed_forward.linear1.bias",
+    "ffn_W2": "feed_forward.linear2.weight",
+    "ffn_b2": "feed_forward.linear2.bias",
+    "ffn_ffn_ln_scale": "feed_forward_residual.norm.weight",
+    "ffn_ffn_ln_bias": "feed_forward_residual.norm.bias",
+}
+
+
+def import_marian_npz(folder: str | Path) -> tuple[Transformer, MarianVocabulary]:
+    """The files OPUS-MT publishes (Marian-NMT's own): one `*.npz` with the weights and its
+    `special:model.yml` options, one `*.vocab.yml`, `source.spm` and `target.spm`; converted
+    directly, no transformers in the way. Marian decodes from a zero vector, which becomes a
+    `<pad>` piece added at the end of the vocabulary with a zero embedding.
+
+    Raises:
+        FileNotFoundError: A file is missing (named).
+        ValueError: An option we cannot compute (names the npz and the option), or weights
+            that do not fit.
+    """
+    import numpy as np
+    import yaml
+
+    folder = Path(folder)
+    found = sorted(folder.glob("*.npz"))
+    if len(found) != 1:
+        what = "no" if not found else f"{len(found)}"
+        raise FileNotFoundError(f"{folder}: {what} *.npz files (Marian's weights); need one")
+    file = found[0]
+    try:
+        with np.load(file, allow_pickle=False) as npz:
+            arrays = {name: npz[name] for name in npz.files}
+    except (OSError, ValueError, EOFError) as error:
+        raise ValueError(f"{file}: not a numpy .npz file ({error})") from None
+    if MARIAN_CONFIG_KEY not in arrays:
+        raise ValueError(f"{file}: no {MARIAN_CONFIG_KEY} entry (not a Marian model)")
+    text = arrays.pop(MARIAN_CONFIG_KEY).tobytes().decode("utf-8").rstrip("\0")
+    options = yaml.safe_load(text) or {}
+    where = f"{file}: {MARIAN_CONFIG_KEY}"
+    for key, expected in _EXPECTED.items():
+        if options.get(key, expected) != expected:
+            raise ValueError(f"{where}: {key} {options.get(key)!r} is not supported (needs "
+                             f"{expected!r})")  # fmt: skip
+    if "Wpos" in arrays or "Wemb" not in arrays:
+        raise ValueError(f"{where}: learned positions or separate embeddings are not supported")
+    named = str(options.get("transformer-ffn-activation", "relu"))
+    activation = ACTIVATIONS.get(named)
+    if activation is None:
+        raise ValueError(f"{where}: transformer-ffn-activation {named!r} is not supported")
+
+    vocab = _marian_vocab_with_pad(folder)
+    vocabulary = MarianVocabulary.from_files(folder, vocab=vocab)
+    embedding = torch.from_numpy(arrays.pop("Wemb")).float()
+    if embedding.shape[0] != vocabulary.vocab_size - 1:
+        raise ValueError(f"{file}: Wemb has {embedding.shape[0]} rows, the vocabulary "
+                         f"{vocabulary.vocab_size - 1} pieces")  # fmt: skip
+    d_model = embedding.shape[1]
+    depth = {side: int(options.get(f"{side[:3]}-depth", 6)) for side in ("encoder", "decoder")}
+    config = ModelConfig(
+        kind="encoder-decoder",
+        vocab_size=vocabulary.vocab_size,
+        d_model=d_model,
+        n_heads=int(options.get("transformer-heads", 8)),
+        d_ff=arrays["encoder_l1_ffn_W1"].shape[1],
+        n_encoder_layers=depth["encoder"],
+        n_decoder_layers=depth["decoder"],
+        dropout=float(options.get("transformer-dropout", 0.1)),
+        max_len=max(512, int(options.get("max-length", 0))),
+        norm_first=False,
+        positions="sinusoidal",
+        sinusoid_layout="halves",
+        activation=activation,
+        scale_embeddings=True,
+        output_bias=True,
+        pad_id=vocabulary.pad_id,
+        unk_id=vocabulary.unk_id,
+        bos_id=vocabulary.bos_id,
+        eos_id=vocabulary.eos_id,
+    )
+    zero_row = torch.zeros(1, d_model)
+    ours = {"src_embed.tokens.weight": torch.cat([embedding, zero_row])}
+    ours["tgt_embed.tokens.weight"] = ours["out_proj.weight"] = ours["src_embed.tokens.weight"]
+    bias = arrays.pop("decoder_ff_logit_out_b", None)
+    if bias is None:
+        raise ValueError(f"{file}: no decoder_ff_logit_out_b")
+    ours["out_proj.bias"] = torch.cat([torch.from_numpy(bias).float().reshape(-1), torch.zeros(1)])
+    for side in ("encoder", "decoder"):
+        for i in range(depth[side]):
+            prefix = f"{side}_l{i + 1}_"
+            for name in [n for n in arrays if n.startswith(prefix)]:
+                ours[f"{side}.layers.{i}.{_npz_name(name.removeprefix(prefix), file)}"] = _ours(
+                    arrays.pop(name)
+                )
+    if arrays:
+        raise ValueError(f"{file}: entries we do not know: {', '.join(sorted(arrays)[:5])}")
+    model = Transformer(config)
+    missing, unexpected = model.load_state_dict(ours, strict=False)
+    if missing or unexpected:
+        raise ValueError(
+            f"{file}: the weights do not fit its options: missing {missing[:3]}, extra "
+            f"{unexpected[:3]}"
+        )
+    return model.eval(), vocabulary
+
+
+def _npz_name(name: str, file: Path) -> str:
+    if name in _NPZ_FIXED:
+        return _NPZ_FIXED[name]
+    for pattern, ours in _NPZ_NAMES.items():
+        head = pattern[:-2]
+        if name.startswith(head) and len(name) == len(head) + 1 and name[-1] in "qkvo":
+            return ours.format({"o": "out"}.get(name[-1], name[-1]))
+    raise ValueError(f"{file}: a layer entry we do not know: {name}")
+
+
+def _ours(array: Any) -> Tensor:
+    """Marian's (in, out) matrices are our Linear weights transposed; its (1, n) rows, vectors."""
+    tensor = torch.from_numpy(array).float()
+    if tensor.dim() == 2 and tensor.shape[0] == 1:
+        return tensor.reshape(-1)
+    return tensor.T.contiguous()
+
+
+def _marian_vocab_with_pad(folder: Path) -> dict[str, int]:
+    """The `*.vocab.yml` (or vocab.json) with `<pad>` appended, as decoding starts from it."""
+    from aiayn.data.marian_vocab import read_vocabulary
+
+    vocab = read_vocabulary(folder)
+    if "<pad>" not in vocab:
+        vocab["<pad>"] = max(vocab.values()) + 1
+    return vocab

@@ -55,15 +55,18 @@ class MarianVocabulary:
         self._special = {self.eos_id, self.pad_id}
 
     @classmethod
-    def from_files(cls, folder: str | Path) -> MarianVocabulary:
-        """Load `vocab.json` (or Marian-NMT's `*.vocab.yml`), `source.spm` and `target.spm`.
+    def from_files(
+        cls, folder: str | Path, *, vocab: dict[str, int] | None = None
+    ) -> MarianVocabulary:
+        """Load `vocab.json` (or Marian-NMT's `*.vocab.yml`; or use `vocab` as given),
+        `source.spm` and `target.spm`.
 
         Raises:
             FileNotFoundError: A file is missing (named).
             ValueError: A file is not what it should be (named).
         """
         folder = Path(folder)
-        vocab = read_vocabulary(folder)
+        vocab = read_vocabulary(folder) if vocab is None else vocab
         processors = []
         for name in (SOURCE_SPM, TARGET_SPM):
             file = folder / name
@@ -139,10 +142,11 @@ def read_vocabulary(folder: Path) -> dict[str, int]:
         file = found[0]
         import yaml
 
-        try:
-            vocab = yaml.safe_load(file.read_text(encoding="utf-8"))
-        except (yaml.YAMLError, UnicodeDecodeError) as error:
-            raise ValueError(f"{file}: not valid YAML ({error})") from None
+        try:  # every key a string, as Marian means it (a piece `no` is not False)
+            raw = yaml.load(file.read_text(encoding="utf-8"), Loader=yaml.BaseLoader)
+            vocab = {str(k): int(v) for k, v in raw.items()}
+        except (yaml.YAMLError, UnicodeDecodeError, AttributeError, ValueError) as error:
+            raise ValueError(f"{file}: not a Marian vocabulary ({error})") from None
     if not isinstance(vocab, dict) or not all(
         isinstance(k, str) and isinstance(v, int) for k, v in vocab.items()
     ):

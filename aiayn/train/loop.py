@@ -22,10 +22,17 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from aiayn.config import RunConfig, config_differences, load_config, save_config
+from aiayn.config import (
+    RunConfig,
+    config_differences,
+    load_config,
+    merge_model_config,
+    save_config,
+)
 from aiayn.data.batching import Batch, TokenBatchSampler
 from aiayn.evaluate.metrics import perplexity
 from aiayn.machine import bf16_slowdown, describe_machine, resolve_precision
+from aiayn.model.config import ModelConfig
 from aiayn.model.transformer import build_model
 from aiayn.train.checkpoint import (
     BEST_DIR,
@@ -42,6 +49,7 @@ from aiayn.train.checkpoint import (
     load_weights,
     prepare_run_dir,
     prune_checkpoints,
+    resolve_weights,
     rng_state,
     save_checkpoint,
     set_aside,
@@ -182,10 +190,17 @@ class Trainer:
         )
         if self.precision == "fp16" and ctx.device.type != "cuda":
             raise ValueError("train.precision fp16 needs a CUDA device; use auto or fp32 on a CPU")
-        self.data = load_task_data(config.data, run_dir, ctx, max_len=config.model.max_len)
+        init_from = config.train.init_from
+        if init_from is not None:
+            config = config.replace(model=self._model_to_fine_tune(config, resume))
+        self.data = load_task_data(
+            config.data, run_dir, ctx, max_len=config.model.max_len, init_from=init_from
+        )
         self.config = self._settle_config(config, resume)
         tc, data = self.config.train, self.config.data
         self.model = self._seeded_model()
+        if init_from is not None and not (resume and latest_checkpoint(run_dir)):
+            load_weights(self.model, resolve_weights(init_from, "best"), device=ctx.device)
         self.optimizer = torch.optim.Adam(
             self.model.parameters(),
             lr=0.0,
@@ -551,14 +566,28 @@ class Trainer:
             raise CheckpointError(f"{path / STATE_FILE}: bad training state ({error})") from None
         self.state = state
 
+    def _model_to_fine_tune(self, config: RunConfig, resume: bool) -> ModelConfig:
+        """The model section of a run that starts from `train.init_from`: that run's (or, when
+        resuming, this run's own saved one), with this config's dropout."""
+        saved, source = self.run_dir / CONFIG_FILE, Path(config.train.init_from)
+        if not (resume and saved.is_file()) and not (source / CONFIG_FILE).is_file():
+            raise FileNotFoundError(
+                f"train.init_from {source} is not a run directory: it has no {CONFIG_FILE}"
+            )
+        base = saved if resume and saved.is_file() else source / CONFIG_FILE
+        return merge_model_config(config.model, load_config(base).model, source=str(source))
+
     def _settle_config(self, config: RunConfig, resume: bool) -> RunConfig:
         """Fit the model's vocabulary to the tokenizer, check a resumed run's config, save it."""
         tokenizer, model = self.data.tokenizer, config.model
         specials = (tokenizer.pad_id, tokenizer.unk_id, tokenizer.bos_id, tokenizer.eos_id)
         if specials != (model.pad_id, model.unk_id, model.bos_id, model.eos_id):
             raise ValueError(f"tokenizer special ids {specials} differ from the model's")
+        vocab_size = tokenizer.vocab_size
+        if config.train.init_from is not None:  # the weights' (a tokenizer may use fewer)
+            vocab_size = model.vocab_size
         config = config.replace(
-            model=model.replace(vocab_size=tokenizer.vocab_size),
+            model=model.replace(vocab_size=vocab_size),
             train=dataclasses.replace(config.train, resolved_precision=self.precision),
         )
         saved = self.run_dir / CONFIG_FILE

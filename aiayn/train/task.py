@@ -15,7 +15,7 @@ from aiayn.config import DataConfig
 from aiayn.data.batching import Batch, collate, example_lengths, lm_batch, window_starts
 from aiayn.data.filtering import filter_pairs
 from aiayn.data.splits import SPLITS, read_split
-from aiayn.data.tokenizer import TOKENIZER_FILE, Tokenizer
+from aiayn.data.tokenizer import TOKENIZER_FILE, TextTokenizer, Tokenizer, load_tokenizer
 from aiayn.train.distributed import DistributedContext, barrier
 
 
@@ -36,7 +36,7 @@ class Split:
 class TaskData:
     """Everything the training loop reads: tokenizer, splits, and raw validation text."""
 
-    tokenizer: Tokenizer
+    tokenizer: TextTokenizer
     train: Split
     valid: Split
     valid_pairs: list[tuple[str, str]] = field(default_factory=list)
@@ -46,23 +46,29 @@ class TaskData:
 
 
 def load_task_data(
-    config: DataConfig, run_dir: Path, ctx: DistributedContext, *, max_len: int
+    config: DataConfig,
+    run_dir: Path,
+    ctx: DistributedContext,
+    *,
+    max_len: int,
+    init_from: str | Path | None = None,
 ) -> TaskData:
     """Read, tokenise and filter the data `config` names; rank 0 makes the tokenizer first.
 
     Pairs longer than `config.max_len` (default `max_len`, the model's positions) are dropped.
 
-    The tokenizer is `RUN_DIR/tokenizer.model` if present (a resumed run), else a copy of
-    `config.tokenizer`, else trained on the training split (source and target together).
+    The tokenizer is the run directory's if it has one (a resumed run), else the tokenizer of
+    the run `init_from` names (fine-tuning), else a copy of `config.tokenizer`, else trained on
+    the training split (source and target together).
     """
     notes: list[str] = []
     if ctx.is_main:
         texts = read_texts(config)
-        notes.append(prepare_tokenizer(config, run_dir, texts[0]))
+        notes.append(prepare_tokenizer(config, run_dir, texts[0], init_from=init_from))
     barrier(ctx)
     if not ctx.is_main:
         texts = read_texts(config)
-    tokenizer = Tokenizer.load(run_dir / TOKENIZER_FILE)
+    tokenizer = load_tokenizer(run_dir)
     if config.translation:
         data = _translation_data(config, tokenizer, texts, notes, config.max_len or max_len)
     else:
@@ -88,11 +94,23 @@ def read_texts(config: DataConfig) -> tuple[list[tuple[str, str]] | str, ...]:
     )
 
 
-def prepare_tokenizer(config: DataConfig, run_dir: Path, train: list[tuple[str, str]] | str) -> str:
-    """Make sure `RUN_DIR/tokenizer.model` exists; returns a line saying where it came from."""
+def prepare_tokenizer(
+    config: DataConfig,
+    run_dir: Path,
+    train: list[tuple[str, str]] | str,
+    *,
+    init_from: str | Path | None = None,
+) -> str:
+    """Make sure the run directory has a tokenizer; returns a line saying where it came from."""
     path = run_dir / TOKENIZER_FILE
-    if path.is_file():
-        return f"tokenizer: {path} (kept)"
+    try:
+        load_tokenizer(run_dir)  # a resumed run's
+        return f"tokenizer: the one in {run_dir} (kept)"
+    except FileNotFoundError:
+        pass
+    if init_from is not None:
+        load_tokenizer(init_from).save_to(run_dir)
+        return f"tokenizer: copied from {init_from} (train.init_from)"
     if config.tokenizer is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         Tokenizer.load(config.tokenizer).save(path)  # checked, and written atomically
@@ -111,7 +129,7 @@ def prepare_tokenizer(config: DataConfig, run_dir: Path, train: list[tuple[str, 
 
 
 def _translation_data(
-    config: DataConfig, tokenizer: Tokenizer, texts: tuple, notes: list[str], max_len: int
+    config: DataConfig, tokenizer: TextTokenizer, texts: tuple, notes: list[str], max_len: int
 ) -> TaskData:
     splits = []
     for name, pairs in zip(("train", "valid"), texts, strict=True):
@@ -128,18 +146,20 @@ def _translation_data(
         if not kept:
             raise ValueError(f"no {name} pairs left after filtering: {report}")
         notes.append(str(report))
-        splits.append(_pair_split(kept))
+        splits.append(_pair_split(kept, tokenizer))
     return TaskData(tokenizer, splits[0], splits[1], valid_pairs=list(texts[1]))
 
 
-def _pair_split(pairs: list[tuple[list[int], list[int]]]) -> Split:
+def _pair_split(pairs: list[tuple[list[int], list[int]]], tokenizer: TextTokenizer) -> Split:
+    specials = dict(pad_id=tokenizer.pad_id, bos_id=tokenizer.bos_id, eos_id=tokenizer.eos_id)
+
     def make_batch(indices: Sequence[int]) -> Batch:
-        return collate([pairs[i] for i in indices], index=indices)
+        return collate([pairs[i] for i in indices], index=indices, **specials)
 
     return Split(example_lengths(pairs), make_batch)
 
 
-def _language_model_data(config: DataConfig, tokenizer: Tokenizer, texts: tuple) -> TaskData:
+def _language_model_data(config: DataConfig, tokenizer: TextTokenizer, texts: tuple) -> TaskData:
     splits = []
     for text in texts:
         tokens = torch.tensor(tokenizer.encode(text), dtype=torch.long)

@@ -59,7 +59,7 @@ def load(
 
 
 IMPORT_FORMATS = ("hf-marian", "marian", "hf-gpt2")
-EXPORT_FORMATS = ("hf-marian", "hf-gpt2")
+EXPORT_FORMATS = ("hf-marian", "hf-gpt2", "onnx")
 
 
 def import_pretrained(format: str, source: str | Path, out_dir: str | Path) -> Path:
@@ -158,9 +158,15 @@ class TextModel:
         """Write the model in another library's layout: `hf-marian` (transformers'
         MarianMTModel, which CTranslate2's converter reads; aiayn/convert/marian.py) for a
         translation model, `hf-gpt2` (GPT2LMHeadModel; aiayn/convert/gpt2.py) for a language
-        model."""
+        model, `onnx` (encoder and decoder step with its cache; aiayn/convert/onnx.py) for a
+        translation model."""
         if format not in EXPORT_FORMATS:
             raise ValueError(f"unknown export format {format!r}; choose from {EXPORT_FORMATS}")
+        if format == "onnx":
+            from aiayn.convert.onnx import export_onnx
+
+            self._need(translation=True)
+            return export_onnx(self.model, self.tokenizer, out_dir)
         if format == "hf-gpt2":
             from aiayn.convert.gpt2 import export_hf_gpt2
 

@@ -371,8 +371,9 @@ def add_export(sub: argparse._SubParsersAction) -> None:
         "--format",
         default="hf-marian",
         choices=EXPORT_FORMATS,
-        help="hf-marian (translation: transformers' MarianMTModel, CTranslate2's converter) or "
-        "hf-gpt2 (language model: GPT2LMHeadModel); default hf-marian",
+        help="hf-marian (translation: transformers' MarianMTModel, CTranslate2's converter), "
+        "hf-gpt2 (language model: GPT2LMHeadModel) or onnx (translation: encoder and decoder "
+        "step graphs for onnxruntime); default hf-marian",
     )
     p.add_argument("-o", "--out", required=True, help="output folder")
     p.set_defaults(run=run_export)
@@ -437,7 +438,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     warnings.formatwarning = _one_line_warning(f"aiayn {args.command}")
     try:
         args.run(args)
-    except (ValueError, OSError) as error:  # bad input, a missing or broken file, a full disk
+    # bad input, a missing or broken file, a full disk, an optional package not installed
+    except (ValueError, OSError, ImportError) as error:
         print(f"aiayn {args.command}: error: {_one_line(error)}", file=sys.stderr)
         raise SystemExit(2) from None
     except KeyboardInterrupt:  # Ctrl-C outside training (which saves first: train/stop.py)

@@ -241,3 +241,25 @@ def test_fine_tuning_an_imported_gpt2_lowers_the_loss_on_new_text(run_dir, tmp_p
     tuned = load(tmp_path / "tuned")
     assert tuned.config.model == load(run_dir).config.model
     assert isinstance(tuned.tokenizer, ByteLevelTokenizer)
+
+
+def test_pytorch_model_bin_loads_with_weights_only_and_a_planted_payload_is_refused(
+    hf_folder, run_dir, tmp_path
+):
+    folder = edited(hf_folder, tmp_path)
+    (folder / "model.safetensors").unlink()
+    hf_model(hf_folder).save_pretrained(tmp_path / "bin", safe_serialization=False)
+    shutil.copy(tmp_path / "bin" / "pytorch_model.bin", folder / "pytorch_model.bin")
+    from_bin = load(import_pretrained("hf-gpt2", folder, tmp_path / "run"))
+    for (name, a), b in zip(load(run_dir).model.state_dict().items(),
+                            from_bin.model.state_dict().values(), strict=True):  # fmt: skip
+        assert torch.equal(a, b), name
+
+    class Payload:
+        def __reduce__(self):
+            return (print, ("this must never run",))
+
+    torch.save({"transformer.wte.weight": Payload()}, folder / "pytorch_model.bin")
+    with pytest.raises(ValueError, match="pytorch_model.bin: not a plain tensor file \\(it holds "
+                       "Python objects, which would run code when loaded; refused\\)"):  # fmt: skip
+        import_pretrained("hf-gpt2", folder, tmp_path / "run2")

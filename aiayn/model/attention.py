@@ -126,9 +126,9 @@ class MultiHeadAttention(nn.Module):
         need_weights: bool = False,
     ) -> tuple[Tensor, Tensor | None]:
         is_self = x_kv is None
-        offset = len(cache) if (cache is not None and is_self) else 0
+        offset = cache.length if (cache is not None and is_self) else 0
         q = self.split_heads(self.q_proj(x))  # (batch, heads, q_len, d_head)
-        if not is_self and cache is not None and len(cache) > 0:
+        if not is_self and cache is not None and cache.length > 0:
             k, v = cache.k, cache.v  # memory keys/values from the first step
         else:
             source = x if is_self else x_kv

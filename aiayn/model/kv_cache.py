@@ -68,7 +68,7 @@ class DecoderCache:
 
     @property
     def length(self) -> int:
-        return len(self.self_attn[0]) if self.self_attn else 0
+        return self.self_attn[0].length if self.self_attn else 0
 
     def reorder(self, index: Tensor) -> None:
         """Keep batch rows `index` in every layer's caches."""

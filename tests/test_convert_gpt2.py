@@ -263,3 +263,26 @@ def test_pytorch_model_bin_loads_with_weights_only_and_a_planted_payload_is_refu
     with pytest.raises(ValueError, match="pytorch_model.bin: not a plain tensor file \\(it holds "
                        "Python objects, which would run code when loaded; refused\\)"):  # fmt: skip
         import_pretrained("hf-gpt2", folder, tmp_path / "run2")
+
+
+def test_a_gpt2_shaped_model_of_ours_goes_out_and_back_in(tmp_path, sentences):
+    from aiayn.train.loop import train
+    from tests.train.tiny_data import tiny_lm_config, write_text_corpus
+
+    shape = {"norm_first": True, "positions": "learned", "activation": "gelu_tanh",
+             "scale_embeddings": False, "init": "gpt2"}  # fmt: skip
+    config = tiny_lm_config(write_text_corpus(tmp_path), model=shape, train={"max_steps": 10})
+    train(config, run_dir=tmp_path / "ours", progress=False)
+    ours = load(tmp_path / "ours")
+    main(["export", str(tmp_path / "ours"), "--format", "hf-gpt2", "-o", str(tmp_path / "hf")])
+    main(["import", "hf-gpt2", str(tmp_path / "hf"), "-o", str(tmp_path / "back")])
+    back = load(tmp_path / "back")
+    tokens, valid = padded_batch(ours.tokenizer, [s[:30] for s in sentences[140:148]])
+    with torch.no_grad():
+        expected = ours.model(tokens, valid)
+        torch.testing.assert_close(back.model(tokens, valid)[valid], expected[valid])
+        theirs = hf_model(tmp_path / "hf")(tokens, attention_mask=valid.long()).logits
+    torch.testing.assert_close(theirs[valid], expected[valid], atol=1e-4, rtol=1e-4)
+    prompt = "der hund"
+    assert back.generate(prompt, temperature=0, max_new_tokens=12) == ours.generate(
+        prompt, temperature=0, max_new_tokens=12)  # fmt: skip

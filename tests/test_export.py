@@ -67,3 +67,21 @@ def test_export_command_writes_weights_config_and_vocabulary(tmp_path):
     assert (tmp_path / "hf" / "source.spm").read_bytes() == (
         run_dir / "tokenizer.model"
     ).read_bytes()
+
+
+def test_a_model_of_ours_goes_out_to_marian_and_back_in(tmp_path):
+    from aiayn.api import import_pretrained, load
+
+    run_dir = tiny_run(tmp_path, translation=True, steps=30)
+    ours = load(run_dir)
+    ours.export(tmp_path / "hf", format="hf-marian")
+    back = load(import_pretrained("hf-marian", tmp_path / "hf", tmp_path / "back"))
+    assert back.config.model.sinusoid_layout == "halves"  # our interleaved dims, permuted
+    assert (back.config.model.bos_id, back.config.model.pad_id) == (2, 0)  # our decoder start
+    real = ours.config.model.vocab_size - 4  # ids past the four specials
+    src, tgt_in = random_tokens(3, 9, seed=1) % real + 4, random_tokens(3, 6, seed=2) % real + 4
+    with torch.no_grad():
+        torch.testing.assert_close(back.model(src, tgt_in), ours.model(src, tgt_in))
+    sentences = ["der hund läuft im garten", "katze", "rot blau haus"]
+    assert back.translate(sentences, beam=2) == ours.translate(sentences, beam=2)
+    assert load(tmp_path / "back").tokenizer.bos_id == 2  # kept in the run directory

@@ -19,7 +19,7 @@ from torch import Tensor
 
 from aiayn.convert.hf import read_config, read_weights
 from aiayn.data.bytelevel import ByteLevelTokenizer
-from aiayn.data.tokenizer import TextTokenizer
+from aiayn.data.tokenizer import TOKENIZER_FILE, TextTokenizer, Tokenizer
 from aiayn.files import atomic_write
 from aiayn.model.config import ModelConfig
 from aiayn.model.transformer import LanguageModel
@@ -54,7 +54,6 @@ def model_config(hf: dict[str, Any], file: Path, tokenizer: TextTokenizer) -> Mo
         raise refuse(
             "vocab_size", f"the tokenizer has {tokenizer.vocab_size} tokens, more than the model"
         )
-    end = tokenizer.eos_id
     return ModelConfig(
         kind="decoder-only",
         vocab_size=vocab_size,
@@ -74,16 +73,17 @@ def model_config(hf: dict[str, Any], file: Path, tokenizer: TextTokenizer) -> Mo
         tie_output=hf.get("tie_word_embeddings", True),
         init="gpt2",
         layer_norm_eps=hf.get("layer_norm_epsilon", 1e-5),
-        pad_id=end,
-        unk_id=end,
-        bos_id=end,
-        eos_id=end,
+        pad_id=tokenizer.pad_id,
+        unk_id=tokenizer.unk_id,
+        bos_id=tokenizer.bos_id,
+        eos_id=tokenizer.eos_id,
     )
 
 
-def import_hf_gpt2(folder: str | Path) -> tuple[LanguageModel, ByteLevelTokenizer]:
+def import_hf_gpt2(folder: str | Path) -> tuple[LanguageModel, TextTokenizer]:
     """A GPT2LMHeadModel folder (config.json, model.safetensors or pytorch_model.bin, and
-    tokenizer.json or vocab.json + merges.txt) as our model (eval mode) and tokenizer.
+    tokenizer.json or vocab.json + merges.txt; or the `tokenizer.model` our own hf-gpt2
+    export writes) as our model (eval mode) and tokenizer.
 
     Raises:
         FileNotFoundError: A file is missing (named).
@@ -91,7 +91,10 @@ def import_hf_gpt2(folder: str | Path) -> tuple[LanguageModel, ByteLevelTokenize
     """
     folder = Path(folder)
     hf = read_config(folder)
-    tokenizer = ByteLevelTokenizer.from_files(folder)
+    if (folder / TOKENIZER_FILE).is_file():  # exported from a run of ours (SentencePiece)
+        tokenizer: TextTokenizer = Tokenizer.load(folder / TOKENIZER_FILE)
+    else:
+        tokenizer = ByteLevelTokenizer.from_files(folder)
     config = model_config(hf, folder / "config.json", tokenizer)
     weights = {k.removeprefix("transformer."): v for k, v in read_weights(folder).items()}
     model = LanguageModel(config)

@@ -71,8 +71,7 @@ def model_config(hf: dict[str, Any], file: Path, vocabulary: MarianVocabulary) -
     if vocabulary.vocab_size > vocab_size:
         raise refuse("vocab_size", f"the vocabulary has {vocabulary.vocab_size} pieces, more "
                      "than the model")  # fmt: skip
-    for field, ours in (("pad_token_id", vocabulary.pad_id), ("eos_token_id", vocabulary.eos_id),
-                        ("decoder_start_token_id", vocabulary.pad_id)):  # fmt: skip
+    for field, ours in (("pad_token_id", vocabulary.pad_id), ("eos_token_id", vocabulary.eos_id)):
         if field in hf and hf[field] != ours:
             raise refuse(field, f"the vocabulary says {ours}")
     return ModelConfig(
@@ -113,7 +112,7 @@ def import_hf_marian(folder: str | Path) -> tuple[Transformer, MarianVocabulary]
     """
     folder = Path(folder)
     hf = read_config(folder)
-    vocabulary = MarianVocabulary.from_files(folder)
+    vocabulary = MarianVocabulary.from_files(folder, start_id=hf.get("decoder_start_token_id"))
     config = model_config(hf, folder / "config.json", vocabulary)
     weights = read_weights(folder)
     model = Transformer(config)

@@ -20,6 +20,9 @@ from aiayn.data.tokenizer import check_unicode
 from aiayn.files import atomic_write
 
 VOCAB_FILE, SOURCE_SPM, TARGET_SPM = "vocab.json", "source.spm", "target.spm"
+START_FILE = "decoder_start.json"
+"""`{"decoder_start_id": N}`, kept in a run directory when decoding starts elsewhere than at
+`<pad>` (a model of ours exported to Marian's layout starts from its BOS)."""
 LANGUAGE_CODE = re.compile(">>.+<<")
 """A target-language tag (`>>fra<<`) at the start of a source sentence of a multilingual model:
 kept as one piece, as transformers' MarianTokenizer does."""
@@ -40,6 +43,8 @@ class MarianVocabulary:
         source: spm.SentencePieceProcessor,
         target: spm.SentencePieceProcessor,
         where: str = "vocab.json",
+        *,
+        start_id: int | None = None,
     ) -> None:
         if sorted(vocab.values()) != list(range(len(vocab))):
             raise ValueError(f"{where}: the ids are not 0..{len(vocab) - 1} without gaps")
@@ -51,15 +56,20 @@ class MarianVocabulary:
         for piece, i in vocab.items():
             self.pieces_by_id[i] = piece
         self.eos_id, self.unk_id, self.pad_id = vocab["</s>"], vocab["<unk>"], vocab["<pad>"]
-        self.bos_id = self.pad_id  # Marian starts decoding from <pad>
+        self.bos_id = self.pad_id if start_id is None else start_id  # Marian starts from <pad>
+        if not 0 <= self.bos_id < len(vocab):
+            raise ValueError(
+                f"{where}: the decoder start id {self.bos_id} is not in the vocabulary"
+            )
         self._special = {self.eos_id, self.pad_id}
 
     @classmethod
     def from_files(
-        cls, folder: str | Path, *, vocab: dict[str, int] | None = None
+        cls, folder: str | Path, *, vocab: dict[str, int] | None = None, start_id: int | None = None
     ) -> MarianVocabulary:
         """Load `vocab.json` (or Marian-NMT's `*.vocab.yml`; or use `vocab` as given),
-        `source.spm` and `target.spm`.
+        `source.spm` and `target.spm`; decoding starts at `start_id`, else the id in
+        `decoder_start.json`, else `<pad>`.
 
         Raises:
             FileNotFoundError: A file is missing (named).
@@ -78,7 +88,12 @@ class MarianVocabulary:
                 processors.append(spm.SentencePieceProcessor(model_proto=file.read_bytes()))
             except RuntimeError:
                 raise ValueError(f"{file}: not a SentencePiece model") from None
-        return cls(vocab, *processors, where=str(folder))
+        if start_id is None and (folder / START_FILE).is_file():
+            try:
+                start_id = int(json.loads((folder / START_FILE).read_text())["decoder_start_id"])
+            except (ValueError, KeyError, TypeError) as error:
+                raise ValueError(f"{folder / START_FILE}: not a decoder start ({error})") from None
+        return cls(vocab, *processors, where=str(folder), start_id=start_id)
 
     @property
     def vocab_size(self) -> int:
@@ -115,6 +130,8 @@ class MarianVocabulary:
         atomic_write(folder / SOURCE_SPM, self.source.serialized_model_proto())
         atomic_write(folder / TARGET_SPM, self.target.serialized_model_proto())
         atomic_write(folder / VOCAB_FILE, json.dumps(self.vocab, ensure_ascii=False, indent=1))
+        if self.bos_id != self.pad_id:
+            atomic_write(folder / START_FILE, json.dumps({"decoder_start_id": self.bos_id}))
         return folder
 
     def _ids(self, text: str, processor: spm.SentencePieceProcessor) -> list[int]:

@@ -5,7 +5,6 @@ re-import; what cannot be converted is refused in one line naming the file and f
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from aiayn.data.bytelevel import END_OF_TEXT, ByteLevelTokenizer
 from aiayn.data.corpus import multi30k_files, read_lines, tinyshakespeare_text
 from aiayn.generate.options import DecodeOptions
 from aiayn.generate.sampling import generate
+from tests.hf_folders import assert_import_refused, edited
 
 transformers = pytest.importorskip("transformers")
 tokenizers = pytest.importorskip("tokenizers")
@@ -170,14 +170,6 @@ def test_the_imported_run_works_with_every_command(run_dir, tmp_path, capsys, se
     assert exit_info.value.code == 2 and "data.valid_files is empty" in err
 
 
-def edited(hf_folder: Path, tmp_path: Path, **changes) -> Path:
-    folder = tmp_path / "edited"
-    shutil.copytree(hf_folder, folder)
-    config = json.loads((folder / "config.json").read_text())
-    (folder / "config.json").write_text(json.dumps({**config, **changes}))
-    return folder
-
-
 @pytest.mark.parametrize(
     ("changes", "message"),
     [
@@ -190,12 +182,8 @@ def edited(hf_folder: Path, tmp_path: Path, **changes) -> Path:
 def test_what_cannot_be_converted_is_refused_in_one_line(changes, message, hf_folder, tmp_path,
                                                          capsys):  # fmt: skip
     folder = edited(hf_folder, tmp_path, **changes)
-    with pytest.raises(SystemExit) as exit_info:
-        main(["import", "hf-gpt2", str(folder), "-o", str(tmp_path / "run")])
-    err = capsys.readouterr().err
-    assert exit_info.value.code == 2 and err.count("\n") == 1
-    assert err.startswith(f"aiayn import: error: {folder / 'config.json'}: {message}")
-    assert not (tmp_path / "run").exists()
+    expected = f"{folder / 'config.json'}: {message}"
+    assert_import_refused("hf-gpt2", folder, tmp_path / "run", expected, capsys)
 
 
 def test_missing_files_and_an_occupied_run_dir_are_named(hf_folder, run_dir, tmp_path, capsys):

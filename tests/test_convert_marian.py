@@ -20,6 +20,7 @@ from aiayn.cli import main
 from aiayn.data.corpus import multi30k_files, read_lines
 from aiayn.generate.options import DecodeOptions
 from aiayn.generate.search import decode
+from tests.hf_folders import assert_import_refused, edited
 
 transformers = pytest.importorskip("transformers")
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -176,14 +177,6 @@ def test_export_then_transformers_then_reimport_keep_the_logits(run_dir, tmp_pat
         sentences["de"])  # fmt: skip
 
 
-def edited(hf_folder: Path, tmp_path: Path, **changes) -> Path:
-    folder = tmp_path / "edited"
-    shutil.copytree(hf_folder, folder)
-    config = json.loads((folder / "config.json").read_text())
-    (folder / "config.json").write_text(json.dumps({**config, **changes}))
-    return folder
-
-
 @pytest.mark.parametrize(
     ("changes", "message"),
     [
@@ -199,12 +192,8 @@ def edited(hf_folder: Path, tmp_path: Path, **changes) -> Path:
 def test_variants_we_cannot_compute_are_refused_in_one_line(changes, message, hf_folder, tmp_path,
                                                             capsys):  # fmt: skip
     folder = edited(hf_folder, tmp_path, **changes)
-    with pytest.raises(SystemExit) as exit_info:
-        main(["import", "hf-marian", str(folder), "-o", str(tmp_path / "run")])
-    err = capsys.readouterr().err
-    assert exit_info.value.code == 2 and err.count("\n") == 1
-    assert err.startswith(f"aiayn import: error: {folder / 'config.json'}: {message}")
-    assert not (tmp_path / "run").exists()
+    expected = f"{folder / 'config.json'}: {message}"
+    assert_import_refused("hf-marian", folder, tmp_path / "run", expected, capsys)
 
 
 def test_missing_vocabulary_files_are_named(hf_folder, tmp_path):
@@ -366,9 +355,5 @@ def test_marian_release_files_import_to_the_same_model_as_transformers(
 def test_marian_options_we_cannot_compute_are_refused(changes, message, hf_folder, tmp_path,
                                                       capsys):  # fmt: skip
     folder = write_npz(hf_folder, tmp_path / "npz", **changes)
-    with pytest.raises(SystemExit) as exit_info:
-        main(["import", "marian", str(folder), "-o", str(tmp_path / "run")])
-    err = capsys.readouterr().err
-    npz = next(folder.glob("*.npz"))
-    assert exit_info.value.code == 2 and err.count("\n") == 1
-    assert err.startswith(f"aiayn import: error: {npz}: special:model.yml: {message}")
+    expected = f"{next(folder.glob('*.npz'))}: special:model.yml: {message}"
+    assert_import_refused("marian", folder, tmp_path / "run", expected, capsys)

@@ -7,7 +7,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import Tensor
 
 
@@ -26,6 +25,7 @@ def read_config(folder: Path) -> dict[str, Any]:
 
 def read_weights(folder: Path) -> dict[str, Tensor]:
     """`model.safetensors`, else `pytorch_model.bin` (loaded with `weights_only=True`)."""
+    from aiayn.train.checkpoint import load_tensors
     from aiayn.train.checkpoint import read_weights as read_safetensors
 
     if (folder / "model.safetensors").is_file():
@@ -33,13 +33,7 @@ def read_weights(folder: Path) -> dict[str, Tensor]:
     file = folder / "pytorch_model.bin"
     if not file.is_file():
         raise FileNotFoundError(f"{folder}: no model.safetensors or pytorch_model.bin")
-    try:
-        weights = torch.load(file, map_location="cpu", weights_only=True)
-    except Exception as error:  # unpickling refused, truncated zip, ...
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        if "Weights only load failed" in first:
-            first = "it holds Python objects, which would run code when loaded; refused"
-        raise ValueError(f"{file}: not a plain tensor file ({first})") from None
+    weights = load_tensors(file)
     if not isinstance(weights, dict):
         raise ValueError(f"{file}: not a state dict")
     return weights

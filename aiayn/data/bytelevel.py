@@ -13,7 +13,7 @@ from pathlib import Path
 from tokenizers import Tokenizer as HFTokenizer
 from tokenizers import decoders, models, pre_tokenizers
 
-from aiayn.data.tokenizer import check_unicode
+from aiayn.data.tokenizer import check_texts, check_unicode
 from aiayn.files import atomic_write
 
 BYTE_LEVEL_FILE = "tokenizer.json"
@@ -73,10 +73,8 @@ class ByteLevelTokenizer:
         return self.backend.encode(text, add_special_tokens=False).ids
 
     def encode_batch(self, texts: Sequence[str], *, target: bool = False) -> list[list[int]]:
-        texts = list(texts)
-        for i, text in enumerate(texts):
-            check_unicode(text, f"text at index {i}")
-        return [e.ids for e in self.backend.encode_batch(texts, add_special_tokens=False)]
+        encoded = self.backend.encode_batch(check_texts(texts), add_special_tokens=False)
+        return [e.ids for e in encoded]
 
     def decode(self, ids: Iterable[int]) -> str:
         """The text of token ids; `<|endoftext|>` is skipped."""

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import sentencepiece as spm
 
-from aiayn.data.tokenizer import check_unicode
+from aiayn.data.tokenizer import check_texts, check_unicode
 from aiayn.files import atomic_write
 
 VOCAB_FILE, SOURCE_SPM, TARGET_SPM = "vocab.json", "source.spm", "target.spm"
@@ -106,11 +106,7 @@ class MarianVocabulary:
 
     def encode_batch(self, texts: Sequence[str], *, target: bool = False) -> list[list[int]]:
         processor = self.target if target else self.source
-        out = []
-        for i, text in enumerate(texts):
-            check_unicode(text, f"text at index {i}")
-            out.append(self._ids(text, processor))
-        return out
+        return [self._ids(text, processor) for text in check_texts(texts)]
 
     def decode(self, ids: Iterable[int]) -> str:
         """Target text of ids; `</s>` and `<pad>` are skipped."""

@@ -201,10 +201,7 @@ class Tokenizer:
         Raises:
             ValueError: A text holds a lone surrogate, naming its index.
         """
-        texts = list(texts)
-        for i, text in enumerate(texts):
-            check_unicode(text, f"text at index {i}")
-        return self.processor.encode(texts)
+        return self.processor.encode(check_texts(texts))
 
     def decode(self, ids: Iterable[int]) -> str:
         """The text of token ids; pad, BOS and EOS are skipped."""
@@ -236,6 +233,14 @@ def check_unicode(text: str, what: str) -> None:
             f"{what} holds a lone surrogate {text[error.start]!r} at character {error.start}: "
             "not valid Unicode (was it decoded with errors='surrogateescape'?)"
         ) from None
+
+
+def check_texts(texts: Sequence[str]) -> list[str]:
+    """`texts` as a list, each checked by `check_unicode` (errors name the index)."""
+    texts = list(texts)
+    for i, text in enumerate(texts):
+        check_unicode(text, f"text at index {i}")
+    return texts
 
 
 def _sentences(texts_or_files: Iterable[str] | Iterable[Path] | Path) -> Iterator[str]:

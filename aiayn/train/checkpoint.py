@@ -242,8 +242,21 @@ def load_optimizer_state(path: str | Path, device: torch.device | str = "cpu") -
     file = Path(path) / OPTIMIZER_FILE
     if not file.is_file():
         raise CheckpointError(f"{file}: missing")
+    state = load_tensors(file, device)
+    if not isinstance(state, dict) or not {"state", "param_groups"} <= state.keys():
+        raise CheckpointError(f"{file}: not an optimizer state (no state and param_groups)")
+    return state
+
+
+def load_tensors(file: str | Path, device: torch.device | str = "cpu") -> Any:
+    """What a torch file holds, loaded with `weights_only=True`: tensors, numbers, containers.
+
+    Raises:
+        CheckpointError: The file is truncated, not a torch file, or holds Python objects
+            (refused: loading them would run code).
+    """
     try:
-        state = torch.load(file, map_location=device, weights_only=True)
+        return torch.load(file, map_location=device, weights_only=True)
     except pickle.UnpicklingError as error:
         reason = _first_line(error)
         if "Weights only load failed" in reason:
@@ -253,9 +266,6 @@ def load_optimizer_state(path: str | Path, device: torch.device | str = "cpu") -
         raise CheckpointError(
             f"{file}: truncated or not a torch file ({_first_line(error)})"
         ) from None
-    if not isinstance(state, dict) or not {"state", "param_groups"} <= state.keys():
-        raise CheckpointError(f"{file}: not an optimizer state (no state and param_groups)")
-    return state
 
 
 def read_weights(file: str | Path, device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:

@@ -112,7 +112,6 @@ def prepare_tokenizer(
         load_tokenizer(init_from).save_to(run_dir)
         return f"tokenizer: copied from {init_from} (train.init_from)"
     if config.tokenizer is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
         Tokenizer.load(config.tokenizer).save(path)  # checked, and written atomically
         return f"tokenizer: copied {config.tokenizer}"
     if isinstance(train, str):

@@ -9,7 +9,7 @@ generates, evaluates and draws attention maps. The command line and the server s
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -187,6 +187,21 @@ class TextModel:
     def is_translation(self) -> bool:
         return self.config.model.kind == "encoder-decoder"
 
+    @property
+    def parameters(self) -> int:
+        return sum(p.numel() for p in self.model.parameters())
+
+    def summary(self) -> str:
+        """One line: what the model does, its size, precision and device."""
+        data = self.config.data
+        if self.is_translation:
+            languages = f" {data.src}->{data.tgt}" if data.src and data.tgt else ""
+            kind = f"translation{languages}"
+        else:
+            kind = "language model"
+        dtype = str(next(self.model.parameters()).dtype).removeprefix("torch.")
+        return f"{kind}, {self.parameters:,} parameters, {dtype} on {self.device}"
+
     def translate(
         self,
         sources: Sequence[str],
@@ -242,13 +257,17 @@ class TextModel:
         top_p: float | None = None,
         seed: int | None = None,
         long_input: str | None = None,
+        on_text: Callable[[str], None] | None = None,
     ) -> str:
         """Continue `prompt` with a language model; returns the continuation only.
 
         Temperature 0 is greedy. Stops at EOS or after `max_new_tokens`; past the model's
         positions it conditions on the last `max_len` tokens. A prompt longer than the
         positions keeps its end (with a warning) or is refused (`long_input="error"`).
-        An empty prompt starts from BOS.
+        An empty prompt starts from BOS. `on_text` receives the continuation piece by piece
+        as it is generated (held back while a character's bytes are incomplete); the pieces
+        add up to the returned text unless detokenising a later token changes earlier text.
+        An exception raised in `on_text` stops generation and propagates.
         """
         self._need(translation=False)
         options = self.decode_options(
@@ -269,16 +288,36 @@ class TextModel:
             keep_end=True,
         )
         prompt_ids = torch.tensor(ids, dtype=torch.long, device=self.device)
-        new = generate_ids(self.model, prompt_ids, options).tolist()
-        new = new[: new.index(self.config.model.eos_id)] if self.config.model.eos_id in new else new
+        eos = self.config.model.eos_id
         before = self.tokenizer.decode(ids)
-        text = self.tokenizer.decode(ids + new)
+        step = None
+        if on_text is not None:
+            produced: list[int] = []
+            sent = ""
+
+            def step(rows: torch.Tensor, chosen: torch.Tensor) -> None:
+                nonlocal sent
+                if int(chosen[0]) == eos:
+                    return
+                produced.append(int(chosen[0]))
+                text = self._continuation(ids, before, produced)
+                if text.startswith(sent) and len(text) > len(sent) and text[-1] != "\ufffd":
+                    on_text(text[len(sent) :])
+                    sent = text
+
+        new = generate_ids(self.model, prompt_ids, options, on_step=step).tolist()
+        return self._continuation(ids, before, new[: new.index(eos)] if eos in new else new)
+
+    def _continuation(self, prompt: list[int], before: str, new: list[int]) -> str:
+        """The text `new` adds after the prompt (whose text is `before`): the difference of
+        the decoded texts, so that pieces joining across the boundary come out right."""
+        text = self.tokenizer.decode(prompt + new)
         return text[len(before) :] if text.startswith(before) else self.tokenizer.decode(new)
 
     def attention(self, source: str, *, target: str | None = None, beam: int = 1) -> AttentionMaps:
         """Every head's attention weights for one sentence (a translation of `source`, or
-        `target` if given), with the subword pieces on each axis. For a language model,
-        `source` is the text."""
+        `target` if given, cut with a warning to the decoder's positions), with the subword
+        pieces on each axis. For a language model, `source` is the text."""
         piece = self.tokenizer.id_to_piece
         eos, bos = self.config.model.eos_id, self.config.model.bos_id
         max_len = self.config.model.max_len
@@ -292,7 +331,15 @@ class TextModel:
             return AttentionMaps(pieces, pieces, pieces, None, weights["decoder_self"], None)
         if target is None:
             target = self.translate([source], beam=beam)[0]
-        out_ids = [*self.tokenizer.encode(target, target=True), eos]
+        # the decoder reads BOS and the output: at most max_len positions
+        target_ids = fit_to_positions(
+            self.tokenizer.encode(target, target=True),
+            max_len - 1,
+            "truncate",
+            "target",
+            positions=max_len,
+        )
+        out_ids = [*target_ids, eos]
         src = torch.tensor([[*src_ids, eos]], device=self.device)
         tgt_in = torch.tensor([[bos, *out_ids[:-1]]], device=self.device)
         weights = attention_weights(self.model, src, tgt_in)

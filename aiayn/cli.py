@@ -364,6 +364,48 @@ def run_attention(args: argparse.Namespace) -> None:
         print(f"wrote {path}")
 
 
+def add_serve(sub: argparse._SubParsersAction) -> None:
+    from aiayn.serve.settings import ServeSettings
+
+    p = sub.add_parser(
+        "serve",
+        help="serve models over HTTP: a JSON API and a page that shows attention",
+        description="Serve run directories over HTTP (needs: pip install 'aiayn[serve]'). "
+        "Each RUN_DIR is served under its folder's name, or NAME=RUN_DIR.",
+    )
+    p.add_argument("models", nargs="+", metavar="RUN_DIR", help="RUN_DIR or NAME=RUN_DIR")
+    p.add_argument("--checkpoint", default="best", help="best, last or averaged (default: best)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default: cpu)")
+    defaults = ServeSettings()
+    for field in dataclasses.fields(ServeSettings):
+        kind = type(getattr(defaults, field.name))
+        p.add_argument(
+            f"--{field.name.replace('_', '-')}",
+            type=kind,
+            default=getattr(defaults, field.name),
+            help=f"{field.metadata['help']} (default: %(default)s)",
+        )
+    p.set_defaults(run=run_serve)
+
+
+def run_serve(args: argparse.Namespace) -> None:
+    try:
+        from aiayn.serve import load_models
+        from aiayn.serve.app import run
+        from aiayn.serve.settings import ServeSettings
+    except ImportError as error:
+        raise ImportError(f"{error}; install the server with: pip install 'aiayn[serve]'") from None
+    given = vars(args)
+    settings = ServeSettings(**{f.name: given[f.name] for f in dataclasses.fields(ServeSettings)})
+    models = load_models(args.models, checkpoint=args.checkpoint, device=args.device)
+    print(f"aiayn serve: {describe_machine().summary()}", file=sys.stderr)
+    for name, model in models.items():
+        print(f"  model {name}: {model.summary()}", file=sys.stderr)
+    print(f"aiayn serve: settings\n{settings.summary()}", file=sys.stderr)
+    print(f"aiayn serve: the page is at http://{settings.host}:{settings.port}/", file=sys.stderr)
+    run(models, settings)
+
+
 def add_export(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("export", help="write a trained model in another library's layout")
     _model_arguments(p)
@@ -418,6 +460,7 @@ SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     add_attention,
     add_export,
     add_import,
+    add_serve,
 ]
 
 

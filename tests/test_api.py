@@ -87,6 +87,14 @@ def test_attention_maps_of_a_translation(translator, tmp_path):
     assert translated.output_pieces[-1] == "</s>"
 
 
+def test_attention_of_a_target_longer_than_the_positions_keeps_its_first_ones(translator):
+    # a translation cut at the output limit may re-encode to more pieces than the decoder has
+    with pytest.warns(UserWarning, match="target has 60 tokens"):
+        maps = translator.attention("der hund", target="e" * 60)
+    assert len(maps.input_pieces) == 40 == translator.config.model.max_len
+    assert maps.output_pieces == ["e"] * 39 + ["</s>"]
+
+
 def test_evaluate_scores_files_with_signatures_and_keeps_hypotheses(translator, tmp_path):
     folder = Path(translator.config.data.valid_files[0]).parent
     out = tmp_path / "hyps.txt"

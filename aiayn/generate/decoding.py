@@ -141,6 +141,7 @@ def decode_token_by_token(
     *,
     max_lens: Tensor,
     min_len: int = 0,
+    on_step: Callable[[Tensor, Tensor], None] | None = None,
 ) -> list[list[int]]:
     """Extend every row by `choose(log_probs)` until it produces EOS or reaches its maximum
     length; finished rows leave the batch, so later steps compute only unfinished rows.
@@ -150,6 +151,9 @@ def decode_token_by_token(
         choose: (rows, vocab) log-probabilities -> (rows,) next token ids.
         max_lens: (rows,) most output tokens per row, EOS included.
         min_len: No EOS before this many output tokens.
+        on_step: Called after each step with the original index of each row still decoding
+            and the token it just took, both (rows,): for streaming. An exception raised
+            in it stops decoding and propagates.
 
     Returns:
         Per row, the output ids (the prefix left out), ending with EOS unless cut at max_len.
@@ -161,7 +165,10 @@ def decode_token_by_token(
     for step in range(int(max_lens.max())):
         logits = state.next_logits(tokens)
         log_probs = next_log_probs(logits, step, min_len=min_len, model=model)
-        tokens = torch.cat([tokens, choose(log_probs)[:, None]], dim=1)
+        chosen = choose(log_probs)
+        if on_step is not None:
+            on_step(rows, chosen)
+        tokens = torch.cat([tokens, chosen[:, None]], dim=1)
         done = (tokens[:, -1] == eos_id) | (max_lens[rows] <= step + 1)
         if bool(done.any()):
             for row, out in zip(rows[done].tolist(), tokens[done, start:].tolist(), strict=True):

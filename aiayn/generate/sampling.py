@@ -5,6 +5,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor
 
@@ -63,6 +65,7 @@ def sample(
     options: DecodeOptions | None = None,
     *,
     use_cache: bool = True,
+    on_step: Callable[[Tensor, Tensor], None] | None = None,
 ) -> Tensor:
     """Sample each row's output token by token until EOS or its maximum length.
 
@@ -76,6 +79,7 @@ def sample(
             floor(max_len_a * source length + max_len_b) (an encoder-decoder: fewer if its
             positions end sooner); `min_len`, no EOS before this many output tokens.
         use_cache: Decode incrementally on the key/value cache.
+        on_step: Sees each step's tokens as they are drawn (see `decode_token_by_token`).
 
     Returns:
         (batch, out_len) ids, each row ending with EOS unless cut at its maximum length,
@@ -97,7 +101,9 @@ def sample(
 
     state = DecoderState(model, src, src_valid, use_cache=use_cache)
     max_lens = state.max_output_lengths(options.max_len_a, options.max_len_b)
-    outputs = decode_token_by_token(state, choose, max_lens=max_lens, min_len=options.min_len)
+    outputs = decode_token_by_token(
+        state, choose, max_lens=max_lens, min_len=options.min_len, on_step=on_step
+    )
     return pad_outputs(outputs, model.config.pad_id, src.device)
 
 
@@ -107,13 +113,14 @@ def generate(
     options: DecodeOptions | None = None,
     *,
     use_cache: bool = True,
+    on_step: Callable[[Tensor, Tensor], None] | None = None,
 ) -> Tensor:
     """Continue a prompt with a decoder-only model, sampling (temperature 0: greedy).
 
     Stops at EOS or after `options.max_new_tokens`; past the model's positions it conditions
     on the last `max_len` tokens (a sliding window), so of a prompt longer than the positions
     only the last `max_len` tokens count. `temperature`, `top_k`, `top_p` and `seed` as in
-    `sample`.
+    `sample`; `on_step` sees each new token as it is drawn (for streaming).
 
     Args:
         model: A `LanguageModel` in eval mode.
@@ -128,5 +135,5 @@ def generate(
     options = options or DecodeOptions()
     length = options.replace(max_len_a=0.0, max_len_b=options.max_new_tokens)
     rows = prompt[None] if prompt.dim() == 1 else prompt
-    out = sample(model, rows, options=length, use_cache=use_cache)
+    out = sample(model, rows, options=length, use_cache=use_cache, on_step=on_step)
     return out[0] if prompt.dim() == 1 else out

@@ -1,0 +1,132 @@
+"""`aiayn serve` as a process: it prints its settings, and on SIGTERM stops accepting, lets the
+request in flight finish, and exits 0, within `--shutdown-timeout-s` even when a request would
+take longer; bad command lines are one-line errors."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from aiayn.cli import main
+from aiayn.serve import parse_model_specs
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def start(run_dir: Path, *flags: str) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    command = [sys.executable, "-m", "aiayn", "serve", f"mt={run_dir}", "--port", str(port), *flags]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen(
+        command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                return process, url
+        except httpx.TransportError:
+            pass
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            raise RuntimeError(f"the server did not start: {process.communicate()[1]}")
+        time.sleep(0.1)
+
+
+def in_background(call) -> dict:
+    result: dict = {}
+
+    def run() -> None:
+        try:
+            result["value"] = call()
+        except Exception as error:
+            result["error"] = error
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    result["thread"] = thread
+    return result
+
+
+def test_sigterm_finishes_the_request_in_flight_then_exits_0(runs, models):
+    # The request waits 3 s for others to join its batch: it is in flight when SIGTERM comes.
+    process, url = start(runs["mt"], "--max-wait-ms", "3000")
+    try:
+        body = {"text": "der hund läuft", "beam": 2}
+        flight = in_background(lambda: httpx.post(f"{url}/v1/translate", json=body, timeout=60))
+        time.sleep(1.0)
+        process.send_signal(signal.SIGTERM)
+        time.sleep(0.5)
+        with pytest.raises(httpx.ConnectError):  # no longer accepting
+            httpx.get(f"{url}/health", timeout=5)
+        flight["thread"].join(60)
+        assert process.wait(60) == 0
+    finally:
+        process.kill()
+    _, err = process.communicate()
+    response = flight["value"]
+    assert response.status_code == 200, response.text
+    assert response.json()["translations"] == models["mt"].translate(["der hund läuft"], beam=2)
+    assert "max_wait_ms          3000.0" in err  # the settings, printed at start-up
+    assert "Traceback" not in err
+
+
+def test_sigterm_waits_no_longer_than_the_shutdown_timeout(runs):
+    process, url = start(runs["mt"], "--max-wait-ms", "60000", "--shutdown-timeout-s", "1")
+    try:
+        body = {"text": "a"}
+        flight = in_background(lambda: httpx.post(f"{url}/v1/translate", json=body, timeout=90))
+        time.sleep(1.0)
+        stopped = time.monotonic()
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(30) == 0
+        assert time.monotonic() - stopped < 20  # not the minute the request would wait
+        flight["thread"].join(60)
+    finally:
+        process.kill()
+    assert "Traceback" not in process.communicate()[1]
+    # the request cut off is told so (503), unless the connection closed first; never a 500
+    if "value" in flight:
+        assert flight["value"].status_code == 503, flight["value"].text
+        assert "stopped before this request was done" in flight["value"].json()["error"]
+    else:
+        assert isinstance(flight["error"], httpx.TransportError)
+
+
+@pytest.mark.parametrize(
+    ("models", "words"),
+    [
+        (["a=x", "a=y"], "two models named 'a'"),
+        (["a/b=x"], "a model name may hold"),
+        (["nowhere/run"], "nowhere/run"),
+    ],
+)
+def test_a_bad_command_line_is_one_line(capsys, models, words):
+    with pytest.raises(SystemExit) as stop:
+        main(["serve", *models])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert words in err and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_a_run_is_named_after_its_folder_unless_named():
+    assert parse_model_specs(["runs/m30k", "opus=imported/opus-mt"]) == {
+        "m30k": Path("runs/m30k"),
+        "opus": Path("imported/opus-mt"),
+    }

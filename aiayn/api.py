@@ -290,10 +290,9 @@ class TextModel:
         prompt_ids = torch.tensor(ids, dtype=torch.long, device=self.device)
         eos = self.config.model.eos_id
         before = self.tokenizer.decode(ids)
-        step = None
+        step, sent = None, ""
         if on_text is not None:
             produced: list[int] = []
-            sent = ""
 
             def step(rows: torch.Tensor, chosen: torch.Tensor) -> None:
                 nonlocal sent
@@ -306,7 +305,10 @@ class TextModel:
                     sent = text
 
         new = generate_ids(self.model, prompt_ids, options, on_step=step).tolist()
-        return self._continuation(ids, before, new[: new.index(eos)] if eos in new else new)
+        text = self._continuation(ids, before, new[: new.index(eos)] if eos in new else new)
+        if on_text is not None and text.startswith(sent) and len(text) > len(sent):
+            on_text(text[len(sent) :])  # what was held back: bytes that never became a character
+        return text
 
     def _continuation(self, prompt: list[int], before: str, new: list[int]) -> str:
         """The text `new` adds after the prompt (whose text is `before`): the difference of

@@ -357,3 +357,25 @@ def test_marian_options_we_cannot_compute_are_refused(changes, message, hf_folde
     folder = write_npz(hf_folder, tmp_path / "npz", **changes)
     expected = f"{next(folder.glob('*.npz'))}: special:model.yml: {message}"
     assert_import_refused("marian", folder, tmp_path / "run", expected, capsys)
+
+
+def test_an_imported_model_is_served_like_a_trained_one(run_dir):
+    pytest.importorskip("fastapi", reason="the server needs the serve extra")
+    import httpx
+
+    from aiayn.serve import load_models
+    from aiayn.serve.settings import ServeSettings
+    from tests.serve.conftest import serving
+
+    models = load_models([f"opus={run_dir}"])
+    texts = [t for t in ODD if t.strip()]
+    with serving(models, ServeSettings()) as server, httpx.Client(base_url=server.url) as client:
+        listed = client.get("/v1/models").json()["models"]
+        assert [(m["name"], m["kind"]) for m in listed] == [("opus", "translation")]
+        reply = client.post("/v1/translate", json={"texts": texts, "beam": 2}).json()
+        assert reply["translations"] == models["opus"].translate(texts, beam=2)
+        body = {"text": "ein Hund", "beam": 1, "attention": True}
+        maps = client.post("/v1/translate", json=body).json()["attention"]
+    assert maps["source_tokens"][-1] == "</s>" and len(maps["cross"][0][0][0]) == len(
+        maps["source_tokens"]
+    )

@@ -14,6 +14,7 @@ translations; every refusal is a JSON body `{"error": ..., "status": ..., "field
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import signal
@@ -90,7 +91,12 @@ def create_app(models: dict[str, TextModel], settings: ServeSettings | None = No
     @app.get("/health")
     async def health() -> dict[str, object]:
         worker: ModelWorker = app.state.worker
-        return {"status": "ok", "waiting": worker.waiting, "models": sorted(models)}
+        return {
+            "status": "ok",
+            "models": sorted(models),
+            "waiting": worker.waiting,
+            "worker": dataclasses.asdict(worker.stats),
+        }
 
     @app.get("/v1/models")
     async def list_models() -> dict[str, object]:

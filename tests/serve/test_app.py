@@ -75,7 +75,13 @@ def wait_until(condition, seconds: float = 10) -> None:
 
 
 def test_health_and_the_models_served(client, models):
-    assert client.get("/health").json() == {"status": "ok", "waiting": 0, "models": ["lm", "mt"]}
+    health = client.get("/health").json()
+    assert health["status"] == "ok" and health["models"] == ["lm", "mt"]
+    assert health["waiting"] == 0 and health["worker"].keys() == {
+        "requests",
+        "batches",
+        "largest_batch",
+    }
     listed = {m["name"]: m for m in client.get("/v1/models").json()["models"]}
     assert listed.keys() == {"mt", "lm"}
     mt, lm = listed["mt"], listed["lm"]

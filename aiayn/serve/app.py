@@ -140,6 +140,7 @@ def create_app(models: dict[str, TextModel], settings: ServeSettings | None = No
         name, model = served(body.model, translation=True)
         options = _options(
             model,
+            settings,
             beam=body.beam,
             alpha=body.alpha,
             max_len_a=body.max_len_a,
@@ -173,6 +174,7 @@ def create_app(models: dict[str, TextModel], settings: ServeSettings | None = No
         check_generate(body, settings, model.config.model.vocab_size)
         options = _options(
             model,
+            settings,
             max_new_tokens=body.max_new_tokens,
             temperature=body.temperature,
             top_k=body.top_k,
@@ -229,11 +231,25 @@ async def _read(request: Request, kind: type, settings: ServeSettings):
     return validate(kind, parse_json(body))
 
 
-def _options(model: TextModel, **changes: object) -> DecodeOptions:
+def _options(model: TextModel, settings: ServeSettings, **changes: object) -> DecodeOptions:
+    """The run's decoding settings with the request's changes; a run default past one of the
+    server's limits (a request's own values were checked) is brought down to it."""
     try:
-        return model.decode_options(**changes)
+        options = model.decode_options(**changes)
     except ValueError as error:
         raise ApiError(422, str(error)) from None
+    limits = {
+        "beam": settings.max_beam,
+        "max_len_a": settings.max_len_a,
+        "max_len_b": settings.max_output_tokens,
+        "min_len": settings.max_output_tokens,
+        "max_new_tokens": settings.max_output_tokens,
+        "temperature": settings.max_temperature,
+    }
+    over = {name: limit for name, limit in limits.items() if getattr(options, name) > limit}
+    if "beam" in over and options.n_best > over["beam"]:
+        over["n_best"] = over["beam"]
+    return options.replace(**over) if over else options
 
 
 def _token_counts(model: TextModel, texts: list[str]) -> list[int]:

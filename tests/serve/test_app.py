@@ -147,6 +147,14 @@ def test_generation_plain_and_streamed_equals_the_python_api(client, models):
     assert parsed[-1][1] == {"model": "lm", "text": expected}
 
 
+def test_a_run_default_past_a_limit_is_brought_down_to_it(client, models):
+    assert models["lm"].config.decode.max_new_tokens == 200  # the server allows 50
+    reply = client.post("/v1/generate", json={"model": "lm", "prompt": "der ", "temperature": 0})
+    expected = models["lm"].generate("der ", temperature=0, max_new_tokens=50)
+    assert reply.json()["text"] == expected
+    assert len(models["lm"].tokenizer.encode(expected)) <= 50
+
+
 def post(client: httpx.Client, path: str, body: object, content_type: str = "application/json"):
     content = body if isinstance(body, bytes) else json.dumps(body).encode()
     return client.post(path, content=content, headers={"Content-Type": content_type})

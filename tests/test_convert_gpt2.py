@@ -5,7 +5,6 @@ re-import; what cannot be converted is refused in one line naming the file and f
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
@@ -284,15 +283,14 @@ def test_an_imported_model_streams_whole_characters(run_dir):
 
     from aiayn.serve import load_models
     from aiayn.serve.settings import ServeSettings
-    from tests.serve.conftest import serving
+    from tests.serve.conftest import server_sent_events, serving
 
     models = load_models([f"gpt2={run_dir}"])
     body = {"prompt": "Straße 東京 🤖", "max_new_tokens": 40, "seed": 1, "temperature": 1.5}
     expected = models["gpt2"].generate(body["prompt"], max_new_tokens=40, seed=1, temperature=1.5)
     with serving(models, ServeSettings()) as server, httpx.Client(base_url=server.url) as client:
         with client.stream("POST", "/v1/generate", json={**body, "stream": True}) as response:
-            blocks = [b for b in response.read().decode().split("\n\n") if b]
-    events = [(b.split("\n")[0][7:], json.loads(b.split("\n")[1][6:])) for b in blocks]
+            events = server_sent_events(response.read())
     pieces = [data["text"] for name, data in events if name == "token"]
     assert events[-1] == ("done", {"model": "gpt2", "text": expected})
     assert "".join(pieces) == expected and len(pieces) > 5

@@ -3,6 +3,7 @@ process (so tests can reach the app's worker), over tiny runs made by `train`.""
 
 from __future__ import annotations
 
+import json
 import socket
 import threading
 import time
@@ -67,3 +68,12 @@ def serving(models: dict, settings: ServeSettings) -> Iterator[Server]:
         server.should_exit = True
         thread.join(30)
         listener.close()
+
+
+def server_sent_events(body: bytes) -> list[tuple[str, dict]]:
+    """(event, data) of each `event: NAME\ndata: JSON` block of a stream's body."""
+    blocks = [block for block in body.decode().split("\n\n") if block]
+    return [
+        (block.split("\n")[0].removeprefix("event: "), json.loads(block.split("\n")[1][6:]))
+        for block in blocks
+    ]

@@ -21,7 +21,7 @@ import torch
 
 from aiayn.serve.settings import ServeSettings
 from aiayn.serve.worker import Job, ModelWorker
-from tests.serve.conftest import serving
+from tests.serve.conftest import server_sent_events, serving
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -137,10 +137,7 @@ def test_generation_plain_and_streamed_equals_the_python_api(client, models):
     assert client.post("/v1/generate", json=body).json() == {"model": "lm", "text": expected}
     with client.stream("POST", "/v1/generate", json={**body, "stream": True}) as response:
         assert response.headers["content-type"].startswith("text/event-stream")
-        events = [block for block in response.read().decode().split("\n\n") if block]
-    parsed = [
-        (b.split("\n")[0].removeprefix("event: "), json.loads(b.split("\n")[1][6:])) for b in events
-    ]
+        parsed = server_sent_events(response.read())
     assert [name for name, _ in parsed] == ["token"] * (len(parsed) - 1) + ["done"]
     assert len(parsed) > 2  # token by token, not all at once
     assert "".join(data["text"] for name, data in parsed if name == "token") == expected

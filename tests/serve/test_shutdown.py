@@ -4,11 +4,8 @@ take longer; bad command lines are one-line errors."""
 
 from __future__ import annotations
 
-import os
 import signal
-import socket
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -18,35 +15,12 @@ import pytest
 
 from aiayn.cli import main
 from aiayn.serve import parse_model_specs
-
-REPO = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+from benchmarks.serve import start_server
 
 
 def start(run_dir: Path, *flags: str) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    command = [sys.executable, "-m", "aiayn", "serve", f"mt={run_dir}", "--port", str(port), *flags]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    process = subprocess.Popen(
-        command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                return process, url
-        except httpx.TransportError:
-            pass
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            raise RuntimeError(f"the server did not start: {process.communicate()[1]}")
-        time.sleep(0.1)
+    """`aiayn serve run_dir flags` on a free port, once it answers /health."""
+    return start_server(str(run_dir), list(flags), threads=1)
 
 
 def in_background(call) -> dict:
@@ -79,7 +53,7 @@ def test_sigterm_finishes_the_request_in_flight_then_exits_0(runs, models):
         assert process.wait(60) == 0
     finally:
         process.kill()
-    _, err = process.communicate()
+    err = process.communicate()[1].decode()
     response = flight["value"]
     assert response.status_code == 200, response.text
     assert response.json()["translations"] == models["mt"].translate(["der hund läuft"], beam=2)
@@ -100,7 +74,7 @@ def test_sigterm_waits_no_longer_than_the_shutdown_timeout(runs):
         flight["thread"].join(60)
     finally:
         process.kill()
-    assert "Traceback" not in process.communicate()[1]
+    assert "Traceback" not in process.communicate()[1].decode()
     # the request cut off is told so (503), unless the connection closed first; never a 500
     if "value" in flight:
         assert flight["value"].status_code == 503, flight["value"].text

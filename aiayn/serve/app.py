@@ -82,6 +82,11 @@ def create_app(models: dict[str, TextModel], settings: ServeSettings | None = No
         body = {"error": str(error.detail), "status": error.status_code}
         return JSONResponse(body, status_code=error.status_code, headers=error.headers)
 
+    @app.exception_handler(Exception)
+    async def fault(request: Request, error: Exception) -> JSONResponse:
+        # a bug, not a bad request: Starlette still logs it with its traceback
+        return JSONResponse({"error": "internal error", "status": 500}, status_code=500)
+
     @app.get("/", include_in_schema=False)
     async def page() -> FileResponse:
         return FileResponse(STATIC / "index.html", headers=PAGE_HEADERS)

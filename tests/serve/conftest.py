@@ -54,7 +54,9 @@ def serving(models: dict, settings: ServeSettings) -> Iterator[Server]:
     app = create_app(models, settings)
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+    # log_config=None: uvicorn leaves logging alone, so its records reach pytest's caplog
+    config = uvicorn.Config(app, log_config=None, log_level="info", lifespan="on")
+    server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30

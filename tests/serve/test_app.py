@@ -74,6 +74,11 @@ def wait_until(condition, seconds: float = 10) -> None:
         time.sleep(0.01)
 
 
+def errors_logged(caplog) -> list[logging.LogRecord]:
+    """The server's log records of errors or exceptions so far (uvicorn's and ours)."""
+    return [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
+
+
 def test_health_and_the_models_served(client, models):
     health = client.get("/health").json()
     assert health["status"] == "ok" and health["models"] == ["lm", "mt"]
@@ -228,11 +233,12 @@ def test_a_bad_request_is_refused_naming_the_field_and_the_limit(
         body = b'{"model": "mt", "text": "a\\ud800"}'
     with caplog.at_level(logging.INFO):
         response = post(client, path, body)
+        time.sleep(0.1)  # an exception is logged after the answer is sent
     assert response.status_code == status, response.text
     error = response.json()
     assert error["status"] == status and words in error["error"], error
     assert error.get("field") == field
-    assert not [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
+    assert not errors_logged(caplog)
 
 
 @pytest.mark.parametrize(
@@ -249,6 +255,22 @@ def test_unknown_routes_and_methods_answer_json(client):
     assert client.get("/v2/nothing").json() == {"error": "Not Found", "status": 404}
     response = client.get("/v1/translate")
     assert response.status_code == 405 and response.json()["status"] == 405
+
+
+def test_a_fault_of_ours_is_a_json_500_and_logged_with_its_traceback(
+    client, models, caplog, monkeypatch
+):
+    # the counterpart of the test above: the log it reads does show a traceback when one occurs
+    def broken(*args, **kwargs):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(models["mt"], "translate", broken)
+    with caplog.at_level(logging.INFO):
+        response = client.post("/v1/translate", json={"model": "mt", "text": "katze"})
+        assert response.status_code == 500
+        assert response.json() == {"error": "internal error", "status": 500}
+        wait_until(lambda: errors_logged(caplog))  # logged after the answer is sent
+    assert "a bug" in caplog.text and "Traceback" in caplog.text
 
 
 def raw_request(url: str, head: bytes, body_parts: list[bytes]) -> bytes:

@@ -46,13 +46,14 @@ def rss_mb(pid: int) -> float:
 
 
 def start_server(
-    run_dir: str, flags: list[str], threads: int | None
+    run_dir: str, flags: list[str], threads: int | None, *, name: str = "model"
 ) -> tuple[subprocess.Popen, str]:
+    """`aiayn serve NAME=RUN_DIR FLAGS` on a free port, once it answers /health; its URL."""
     port = free_port()
     env = dict(os.environ)
     if threads is not None:
         env["OMP_NUM_THREADS"] = str(threads)
-    command = [sys.executable, "-m", "aiayn", "serve", f"model={run_dir}", "--port", str(port)]
+    command = [sys.executable, "-m", "aiayn", "serve", f"{name}={run_dir}", "--port", str(port)]
     process = subprocess.Popen(
         [*command, *flags], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
     )

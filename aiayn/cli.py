@@ -390,20 +390,26 @@ def add_serve(sub: argparse._SubParsersAction) -> None:
 
 def run_serve(args: argparse.Namespace) -> None:
     try:
-        from aiayn.serve import load_models
-        from aiayn.serve.app import run
+        from aiayn.serve import load_models, parse_model_specs
+        from aiayn.serve.app import listen, run
         from aiayn.serve.settings import ServeSettings
     except ImportError as error:
         raise ImportError(f"{error}; install the server with: pip install 'aiayn[serve]'") from None
     given = vars(args)
     settings = ServeSettings(**{f.name: given[f.name] for f in dataclasses.fields(ServeSettings)})
-    models = load_models(args.models, checkpoint=args.checkpoint, device=args.device)
+    runs = parse_model_specs(args.models)
+    listener = listen(settings.host, settings.port)  # a port in use: say so before loading
+    try:
+        models = load_models(runs, checkpoint=args.checkpoint, device=args.device)
+    except BaseException:
+        listener.close()
+        raise
     print(f"aiayn serve: {describe_machine().summary()}", file=sys.stderr)
     for name, model in models.items():
         print(f"  model {name}: {model.summary()}", file=sys.stderr)
     print(f"aiayn serve: settings\n{settings.summary()}", file=sys.stderr)
     print(f"aiayn serve: the page is at http://{settings.host}:{settings.port}/", file=sys.stderr)
-    run(models, settings)
+    run(models, settings, listener)
 
 
 def add_export(sub: argparse._SubParsersAction) -> None:

@@ -285,7 +285,7 @@ def test_an_imported_model_streams_whole_characters(run_dir):
     from aiayn.serve.settings import ServeSettings
     from tests.serve.conftest import server_sent_events, serving
 
-    models = load_models([f"gpt2={run_dir}"])
+    models = load_models({"gpt2": run_dir})
     body = {"prompt": "Straße 東京 🤖", "max_new_tokens": 40, "seed": 1, "temperature": 1.5}
     expected = models["gpt2"].generate(body["prompt"], max_new_tokens=40, seed=1, temperature=1.5)
     with serving(models, ServeSettings()) as server, httpx.Client(base_url=server.url) as client:

@@ -367,7 +367,7 @@ def test_an_imported_model_is_served_like_a_trained_one(run_dir):
     from aiayn.serve.settings import ServeSettings
     from tests.serve.conftest import serving
 
-    models = load_models([f"opus={run_dir}"])
+    models = load_models({"opus": run_dir})
     texts = [t for t in ODD if t.strip()]
     with serving(models, ServeSettings()) as server, httpx.Client(base_url=server.url) as client:
         listed = client.get("/v1/models").json()["models"]

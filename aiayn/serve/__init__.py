@@ -26,10 +26,7 @@ def parse_model_specs(specs: list[str]) -> dict[str, Path]:
 
 
 def load_models(
-    specs: list[str], *, checkpoint: str = "best", device: str = "cpu"
+    runs: dict[str, Path], *, checkpoint: str = "best", device: str = "cpu"
 ) -> dict[str, TextModel]:
-    """Each `RUN_DIR` / `NAME=RUN_DIR` loaded (see `parse_model_specs`)."""
-    return {
-        name: load(path, checkpoint, device=device)
-        for name, path in parse_model_specs(specs).items()
-    }
+    """Each run directory of `parse_model_specs`'s mapping loaded under its name."""
+    return {name: load(path, checkpoint, device=device) for name, path in runs.items()}

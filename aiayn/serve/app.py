@@ -18,6 +18,7 @@ import dataclasses
 import json
 import logging
 import signal
+import socket
 import threading
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import Future
@@ -344,24 +345,35 @@ def _body_schema(kind: type) -> dict:
     return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
 
 
-def run(models: dict[str, TextModel], settings: ServeSettings) -> None:
+def listen(host: str, port: int) -> socket.socket:
+    """A listening socket on host:port (port 0: any free one), or an OSError naming the
+    address, before any model is loaded."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        return socket.create_server((host, port), family=family, backlog=2048)
+    except OSError as error:
+        raise OSError(f"cannot listen on {host}:{port}: {error.strerror or error}") from None
+
+
+def run(
+    models: dict[str, TextModel], settings: ServeSettings, listener: socket.socket | None = None
+) -> None:
     """Serve until SIGTERM or Ctrl-C: then stop accepting, let requests in flight finish (at
-    most `shutdown_timeout_s`), finish the worker's queue, and return."""
+    most `shutdown_timeout_s`), finish the worker's queue, and return. `listener`: a socket
+    from `listen` (default: one made here on the settings' host and port)."""
     import uvicorn
 
+    listener = listener or listen(settings.host, settings.port)
     app = create_app(models, settings)
     config = uvicorn.Config(
-        app,
-        host=settings.host,
-        port=settings.port,
-        timeout_graceful_shutdown=settings.shutdown_timeout_s,
-        log_level="info",
+        app, timeout_graceful_shutdown=settings.shutdown_timeout_s, log_level="info"
     )
     server = uvicorn.Server(config)
     # uvicorn shuts down gracefully on SIGTERM, then raises it again after restoring the
     # handler it found: make that handler record it, so the process exits 0 after a clean stop.
     before = signal.signal(signal.SIGTERM, lambda signum, frame: None)
     try:
-        server.run()
+        server.run(sockets=[listener])
     finally:
         signal.signal(signal.SIGTERM, before)
+        listener.close()

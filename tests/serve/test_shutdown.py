@@ -5,6 +5,7 @@ take longer; bad command lines are one-line errors."""
 from __future__ import annotations
 
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -97,6 +98,17 @@ def test_a_bad_command_line_is_one_line(capsys, models, words):
     assert stop.value.code == 2
     err = capsys.readouterr().err
     assert words in err and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_a_port_in_use_is_one_line_before_any_model_loads(capsys, tmp_path):
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        with pytest.raises(SystemExit) as stop:
+            main(["serve", str(tmp_path / "no-run-here"), "--port", str(port)])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert f"cannot listen on 127.0.0.1:{port}: Address already in use" in err
+    assert err.count("\n") == 1
 
 
 def test_a_run_is_named_after_its_folder_unless_named():

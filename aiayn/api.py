@@ -265,8 +265,9 @@ class TextModel:
         positions it conditions on the last `max_len` tokens. A prompt longer than the
         positions keeps its end (with a warning) or is refused (`long_input="error"`).
         An empty prompt starts from BOS. `on_text` receives the continuation piece by piece
-        as it is generated (held back while a character's bytes are incomplete); the pieces
-        add up to the returned text unless detokenising a later token changes earlier text.
+        as it is generated (text held back while a character's bytes are incomplete, and
+        given at the end if they never complete); the pieces add up to the returned text
+        unless detokenising a later token changes earlier text.
         An exception raised in `on_text` stops generation and propagates.
         """
         self._need(translation=False)

@@ -57,6 +57,8 @@ class DecoderState:
         if self.encoder_decoder:
             self.src_valid: Tensor | None = src != config.pad_id if src_valid is None else src_valid
             self.memory: Tensor | None = model.encode(src, self.src_valid)
+            # No source padding (one sentence, or equal lengths): decode without a memory mask.
+            self.memory_padded = not bool(self.src_valid.all())
             self.prefix = src.new_full((src.size(0), 1), config.bos_id)
             self.source_lengths = self.src_valid.sum(dim=1)
         else:
@@ -90,7 +92,8 @@ class DecoderState:
             return self.model(tokens[:, -window:])[:, -1].float()
         new = tokens if self.cache is None else tokens[:, self.cache.length :]
         if self.encoder_decoder:
-            logits = self.model.decode(new, self.memory, self.src_valid, cache=self.cache)
+            src_valid = self.src_valid if self.memory_padded else None
+            logits = self.model.decode(new, self.memory, src_valid, cache=self.cache)
         else:
             logits = self.model(new, cache=self.cache)
         if self.read_cross_attention:

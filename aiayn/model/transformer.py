@@ -166,7 +166,10 @@ class Transformer(nn.Module):
         offset = 0 if cache is None else cache.length
         x = self.tgt_embed(tgt_in, offset)
         q_len = tgt_in.size(1)
-        self_mask = decoder_mask(q_len, offset + q_len, tgt_valid, tgt_in.device)
+        if q_len == 1 and tgt_valid is None:
+            self_mask = None  # the newest position sees every position so far: nothing to mask
+        else:
+            self_mask = decoder_mask(q_len, offset + q_len, tgt_valid, tgt_in.device)
         memory_mask = None if src_valid is None else padding_mask(src_valid)
         return self.out_proj(self.decoder(x, memory, self_mask, memory_mask, cache))
 
@@ -213,7 +216,11 @@ class LanguageModel(nn.Module):
         offset = 0 if cache is None else cache.length
         x = self.embed(tokens, offset)
         q_len = tokens.size(1)
-        mask = decoder_mask(q_len, offset + q_len, valid, tokens.device)
+        mask = (
+            None
+            if q_len == 1 and valid is None
+            else decoder_mask(q_len, offset + q_len, valid, tokens.device)
+        )
         return self.out_proj(self.decoder(x, None, mask, None, cache))
 
     def new_cache(self) -> DecoderCache:

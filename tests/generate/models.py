@@ -92,7 +92,8 @@ class ScriptedModel(nn.Module):
         prefixes = tgt_in if cache is None else cache.append(tgt_in)
         logits = torch.full((tgt_in.size(0), 1, self.config.vocab_size), float("-inf"))
         for row, (prefix, source) in enumerate(zip(prefixes.tolist(), memory, strict=True)):
-            valid = source[:, 0][src_valid[row]].long().tolist()
+            tokens = source[:, 0] if src_valid is None else source[:, 0][src_valid[row]]
+            valid = tokens.long().tolist()
             for token, p in self.script(tuple(valid), tuple(prefix[1:])).items():
                 logits[row, 0, token] = math.log(p)
         return logits

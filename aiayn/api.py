@@ -8,6 +8,7 @@ generates, evaluates and draws attention maps. The command line and the server s
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -25,30 +26,41 @@ from aiayn.evaluate.perplexity import Perplexity, sliding_window_perplexity
 from aiayn.files import atomic_write
 from aiayn.generate.options import DecodeOptions
 from aiayn.generate.sampling import generate as generate_ids
-from aiayn.model.transformer import LanguageModel, Transformer
+from aiayn.model.precision import inference_precision
+from aiayn.model.transformer import LanguageModel, Transformer, build_model
 from aiayn.train.checkpoint import (
     CONFIG_FILE,
     IMPORTED_DIR,
+    INT8_DIR,
     TrainerState,
     load_model,
+    resolve_weights,
     save_checkpoint,
+    save_int8,
 )
 from aiayn.translate import DEFAULT_MAX_TOKENS, encode_sources, fit_to_positions, translate_texts
 
 
 def load(
-    run_dir: str | Path, checkpoint: str = "best", *, device: str | torch.device = "cpu"
+    run_dir: str | Path,
+    checkpoint: str = "best",
+    *,
+    device: str | torch.device = "cpu",
+    precision: str | None = None,
 ) -> TextModel:
     """A run's model, tokenizer and decoding settings, ready to use.
 
     Args:
         run_dir: A training run's folder (config.yaml, tokenizer.model, checkpoints).
-        checkpoint: `best`, `last`, `averaged`, or a checkpoint folder / .safetensors file.
+        checkpoint: `best`, `last`, `averaged`, `int8` (what `TextModel.save_int8` wrote), or
+            a checkpoint folder / .safetensors file.
         device: Where to run (`cpu`, `cuda`, `cuda:1`, or `auto`).
+        precision: Decode in `fp32`, `bf16` or `int8` (`aiayn.model.precision`); None: as the
+            weights are stored (fp32, or int8 for the `int8` checkpoint).
     """
     if str(device) == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    model, config = load_model(run_dir, checkpoint, device=device)
+    model, config = load_model(run_dir, checkpoint, device=device, precision=precision)
     tokenizer = load_tokenizer(run_dir)
     if tokenizer.vocab_size > config.model.vocab_size:
         raise ValueError(
@@ -56,6 +68,19 @@ def load(
             f"{config.model.vocab_size}"
         )
     return TextModel(model, tokenizer, config)
+
+
+def quantize(
+    run_dir: str | Path, checkpoint: str = "best", out_dir: str | Path | None = None
+) -> Path:
+    """Quantize a run's fp32 weights to int8 (`aiayn.model.precision`) and save them as
+    safetensors in `out_dir` (default: RUN_DIR/int8, which `load(run_dir, "int8")` reads).
+    Returns the file written."""
+    run_dir = Path(run_dir)
+    source = resolve_weights(run_dir, checkpoint)
+    model, _ = load_model(run_dir, checkpoint, precision="int8")
+    out_dir = run_dir / INT8_DIR if out_dir is None else Path(out_dir)
+    return save_int8(model, out_dir, source=os.path.relpath(source, run_dir))
 
 
 IMPORT_FORMATS = ("hf-marian", "marian", "hf-gpt2")
@@ -111,6 +136,8 @@ class Evaluation:
     """What was scored: split or files."""
     sentences: int
     seconds: float
+    precision: str = "fp32"
+    """What the model decoded in (`aiayn.model.precision`)."""
     bleu: CorpusScore | None = None
     """sacreBLEU on detokenised, cased output against the raw references."""
     chrf: CorpusScore | None = None
@@ -121,7 +148,9 @@ class Evaluation:
     hypotheses: list[str] | None = None
 
     def __str__(self) -> str:
-        lines = [f"{self.name}: {self.sentences} segments in {self.seconds:.1f} s"]
+        lines = [
+            f"{self.name}: {self.sentences} segments in {self.seconds:.1f} s, {self.precision}"
+        ]
         if self.bleu is not None:
             lines.append(f"BLEU  {self.bleu.score:6.2f}  {self.bleu.signature}")
         if self.chrf is not None:
@@ -162,6 +191,10 @@ class TextModel:
         translation model."""
         if format not in EXPORT_FORMATS:
             raise ValueError(f"unknown export format {format!r}; choose from {EXPORT_FORMATS}")
+        if self.precision != "fp32":
+            raise ValueError(
+                f"export writes fp32 weights; load the model in fp32, not {self.precision}"
+            )
         if format == "onnx":
             from aiayn.convert.onnx import export_onnx
 
@@ -189,7 +222,9 @@ class TextModel:
 
     @property
     def parameters(self) -> int:
-        return sum(p.numel() for p in self.model.parameters())
+        """The trained model's parameter count (tied weights once), whatever the precision."""
+        with torch.device("meta"):
+            return sum(p.numel() for p in build_model(self.config.model).parameters())
 
     def summary(self) -> str:
         """One line: what the model does, its size, precision and device."""
@@ -199,8 +234,12 @@ class TextModel:
             kind = f"translation{languages}"
         else:
             kind = "language model"
-        dtype = str(next(self.model.parameters()).dtype).removeprefix("torch.")
-        return f"{kind}, {self.parameters:,} parameters, {dtype} on {self.device}"
+        return f"{kind}, {self.parameters:,} parameters, {self.precision} on {self.device}"
+
+    @property
+    def precision(self) -> str:
+        """What the model decodes in: `fp32`, `bf16` or `int8` (`aiayn.model.precision`)."""
+        return inference_precision(self.model)
 
     def translate(
         self,
@@ -389,6 +428,7 @@ class TextModel:
                 name=name,
                 sentences=len(sources),
                 seconds=time.perf_counter() - start,
+                precision=self.precision,
                 bleu=bleu(hyps, references),
                 chrf=chrf(hyps, references),
                 bleu_lowercase_13a=bleu(hyps, references, tokenize="13a", lowercase=True),
@@ -402,7 +442,8 @@ class TextModel:
         result = sliding_window_perplexity(
             self.model, tokens, context=context, stride=stride or max(1, context // 2)
         )
-        return Evaluation(name, 1, time.perf_counter() - start, perplexity=result)
+        seconds = time.perf_counter() - start
+        return Evaluation(name, 1, seconds, self.precision, perplexity=result)
 
     def decode_options(self, **changes: object) -> DecodeOptions:
         """The run's decoding settings with the given (non-None) changes, checked."""

@@ -15,6 +15,7 @@ from aiayn.api import (
     TextModel,
     import_pretrained,
     load,
+    quantize,
 )
 from aiayn.config import DecodeOptions
 from aiayn.files import atomic_write
@@ -230,6 +231,28 @@ def _model_arguments(p: argparse.ArgumentParser) -> None:
         help="best, last, averaged, or a checkpoint folder (default: best)",
     )
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default: cpu)")
+    _precision_arguments(p)
+
+
+def _precision_arguments(p: argparse.ArgumentParser) -> None:
+    """--dtype / --quantize: what the model decodes in (`aiayn.model.precision`)."""
+    group = p.add_mutually_exclusive_group()
+    group.add_argument(
+        "--dtype",
+        choices=["fp32", "bf16"],
+        help="decode in this floating type (default: as stored; bf16 is fast only where the "
+        "CPU has AVX512-BF16 or AMX, or on a GPU)",
+    )
+    group.add_argument(
+        "--quantize",
+        choices=["int8"],
+        help="decode with int8 weights and dynamically quantized activations (CPU; "
+        "`aiayn quantize` saves them in the run)",
+    )
+
+
+def _precision(args: argparse.Namespace) -> str | None:
+    return args.quantize or args.dtype
 
 
 def _search_arguments(p: argparse.ArgumentParser) -> None:
@@ -262,7 +285,8 @@ def _load(args: argparse.Namespace) -> TextModel:
     `DecodeOptions` field (`--max-len-a` -> `max_len_a`); unset flags keep the run's settings."""
     given = vars(args)
     options = {f.name: given.get(f.name) for f in dataclasses.fields(DecodeOptions)}
-    return load(args.run_dir, args.checkpoint, device=args.device).with_decode(**options)
+    model = load(args.run_dir, args.checkpoint, device=args.device, precision=_precision(args))
+    return model.with_decode(**options)
 
 
 def add_translate(sub: argparse._SubParsersAction) -> None:
@@ -374,8 +398,11 @@ def add_serve(sub: argparse._SubParsersAction) -> None:
         "Each RUN_DIR is served under its folder's name, or NAME=RUN_DIR.",
     )
     p.add_argument("models", nargs="+", metavar="RUN_DIR", help="RUN_DIR or NAME=RUN_DIR")
-    p.add_argument("--checkpoint", default="best", help="best, last or averaged (default: best)")
+    p.add_argument(
+        "--checkpoint", default="best", help="best, last, averaged or int8 (default: best)"
+    )
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default: cpu)")
+    _precision_arguments(p)
     defaults = ServeSettings()
     for field in dataclasses.fields(ServeSettings):
         kind = type(getattr(defaults, field.name))
@@ -400,7 +427,9 @@ def run_serve(args: argparse.Namespace) -> None:
     runs = parse_model_specs(args.models)
     listener = listen(settings.host, settings.port)  # a port in use: say so before loading
     try:
-        models = load_models(runs, checkpoint=args.checkpoint, device=args.device)
+        models = load_models(
+            runs, checkpoint=args.checkpoint, device=args.device, precision=_precision(args)
+        )
     except BaseException:
         listener.close()
         raise
@@ -429,6 +458,22 @@ def add_export(sub: argparse._SubParsersAction) -> None:
 
 def run_export(args: argparse.Namespace) -> None:
     print(f"wrote {_load(args).export(args.out, format=args.format)}")
+
+
+def add_quantize(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "quantize",
+        help="save int8 weights of a run's checkpoint (RUN_DIR/int8; --checkpoint int8 loads them)",
+    )
+    p.add_argument("run_dir", help="a training run's folder")
+    p.add_argument("--checkpoint", default="best", help="the fp32 weights (default: best)")
+    p.add_argument("-o", "--out", help="output folder (default: RUN_DIR/int8)")
+    p.set_defaults(run=run_quantize)
+
+
+def run_quantize(args: argparse.Namespace) -> None:
+    file = quantize(args.run_dir, args.checkpoint, args.out)
+    print(f"wrote {file}; use it with --checkpoint {args.out or 'int8'}")
 
 
 def add_import(sub: argparse._SubParsersAction) -> None:
@@ -465,6 +510,7 @@ SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     add_evaluate,
     add_attention,
     add_export,
+    add_quantize,
     add_import,
     add_serve,
 ]

@@ -26,7 +26,15 @@ def parse_model_specs(specs: list[str]) -> dict[str, Path]:
 
 
 def load_models(
-    runs: dict[str, Path], *, checkpoint: str = "best", device: str = "cpu"
+    runs: dict[str, Path],
+    *,
+    checkpoint: str = "best",
+    device: str = "cpu",
+    precision: str | None = None,
 ) -> dict[str, TextModel]:
-    """Each run directory of `parse_model_specs`'s mapping loaded under its name."""
-    return {name: load(path, checkpoint, device=device) for name, path in runs.items()}
+    """Each run directory of `parse_model_specs`'s mapping loaded under its name, in
+    `precision` (`fp32`, `bf16`, `int8`; None: as stored)."""
+    return {
+        name: load(path, checkpoint, device=device, precision=precision)
+        for name, path in runs.items()
+    }

@@ -203,7 +203,6 @@ def create_app(models: dict[str, TextModel], settings: ServeSettings | None = No
 def describe(name: str, model: TextModel, settings: ServeSettings) -> dict[str, object]:
     """What `/v1/models` says of one model."""
     config = model.config
-    parameter = next(model.model.parameters())
     return {
         "name": name,
         "kind": "translation" if model.is_translation else "language-model",
@@ -216,8 +215,8 @@ def describe(name: str, model: TextModel, settings: ServeSettings) -> dict[str, 
         "vocab_size": config.model.vocab_size,
         "max_input_tokens": config.model.max_len - (1 if model.is_translation else 0),
         "max_text_chars": settings.max_text_chars,
-        "precision": str(parameter.dtype).removeprefix("torch."),
-        "device": str(parameter.device),
+        "precision": model.precision,
+        "device": str(model.device),
         "decode": {
             field: getattr(config.decode, field)
             for field in (TRANSLATE_FIELDS if model.is_translation else _SAMPLING_FIELDS)

@@ -9,6 +9,7 @@ load is a `CheckpointError` naming the file and what is wrong with it.
                                    trainer_state.json (written last)
     RUN_DIR/checkpoint-best/       the best by validation score (no optimizer)
     RUN_DIR/averaged/model.safetensors
+    RUN_DIR/int8/model.safetensors  the int8 weights `aiayn quantize` made (`aiayn.model.precision`)
 """
 
 from __future__ import annotations
@@ -33,6 +34,14 @@ from torch import nn
 
 from aiayn.config import RunConfig, load_config
 from aiayn.files import fsync_dir, fsync_file, rename_durably
+from aiayn.model.precision import (
+    INT8_FORMAT,
+    check_precision,
+    inference_precision,
+    int8_tensors,
+    load_int8_tensors,
+    to_inference_precision,
+)
 from aiayn.model.transformer import LanguageModel, Transformer, build_model
 
 CONFIG_FILE = "config.yaml"
@@ -43,6 +52,7 @@ STATE_FILE = "trainer_state.json"
 BEST_DIR = "checkpoint-best"
 AVERAGED_DIR = "averaged"
 IMPORTED_DIR = "checkpoint-imported"
+INT8_DIR = "int8"
 """The weights `aiayn import` converted: what `best` and `last` load when a run has trained
 no checkpoints of its own."""
 _STEP_DIR = re.compile(r"^checkpoint-(\d{8})$")
@@ -325,7 +335,7 @@ def _first_line(error: BaseException) -> str:
 def resolve_weights(run_dir: str | Path, which: str = "best") -> Path:
     """The weights file `which` names: `best` (falls back to the latest step checkpoint, then
     to the imported weights), `last` (the latest step checkpoint, else the imported weights),
-    `averaged`, or a checkpoint folder / .safetensors path (absolute or in the run)."""
+    `averaged`, `int8`, or a checkpoint folder / .safetensors path (absolute or in the run)."""
     run_dir = Path(run_dir)
     if which == "best" and (run_dir / BEST_DIR / WEIGHTS_FILE).is_file():
         return run_dir / BEST_DIR / WEIGHTS_FILE
@@ -336,30 +346,84 @@ def resolve_weights(run_dir: str | Path, which: str = "best") -> Path:
         if latest is None:
             raise FileNotFoundError(f"{run_dir} has no checkpoints yet")
         return latest / WEIGHTS_FILE
-    path = run_dir / AVERAGED_DIR if which == "averaged" else Path(which)
+    named = {"averaged": AVERAGED_DIR, "int8": INT8_DIR}
+    path = run_dir / named[which] if which in named else Path(which)
     if not path.is_absolute() and not path.exists():
         path = run_dir / path
     file = path / WEIGHTS_FILE if path.is_dir() else path
     if not file.is_file():
         raise FileNotFoundError(
             f"no weights for {which!r}: {file} does not exist "
-            "(use best, last, averaged, or a checkpoint folder)"
+            "(use best, last, averaged, int8, or a checkpoint folder)"
         )
     return file
 
 
 def load_model(
-    run_dir: str | Path, which: str = "best", *, device: torch.device | str = "cpu"
+    run_dir: str | Path,
+    which: str = "best",
+    *,
+    device: torch.device | str = "cpu",
+    precision: str | None = None,
 ) -> tuple[Transformer | LanguageModel, RunConfig]:
     """Rebuild a run's model from its `config.yaml` and load the weights `which` names
-    (see `resolve_weights`). The model is returned in eval mode, on `device`."""
+    (see `resolve_weights`; `int8` is what `save_int8` wrote). The model is returned in eval
+    mode, on `device`, in `precision` (`fp32`, `bf16`, `int8`; None: as stored).
+
+    Raises:
+        ValueError: A precision the stored weights cannot be turned into (int8 to anything else).
+    """
     run_dir = Path(run_dir)
     if not (run_dir / CONFIG_FILE).is_file():
         raise FileNotFoundError(f"{run_dir} is not a run directory: it has no {CONFIG_FILE}")
+    if precision is not None:
+        check_precision(precision)
     config = load_config(run_dir / CONFIG_FILE)
     model = build_model(config.model)
-    load_weights(model, resolve_weights(run_dir, which), device=device)
-    return model.to(device).eval(), config
+    file = resolve_weights(run_dir, which)
+    if _metadata(file).get("format") == INT8_FORMAT:
+        if precision not in (None, "int8"):
+            raise ValueError(f"{file} holds int8 weights; they cannot be decoded in {precision}")
+        if torch.device(device).type != "cpu":
+            raise ValueError(f"{file} holds int8 weights, which run on the CPU only")
+        to_inference_precision(model.eval(), "int8")
+        load_int8_tensors(model, _read_tensors(file), source=str(file))
+        return model, config
+    load_weights(model, file, device=device)
+    model = model.to(device).eval()
+    return to_inference_precision(model, precision or "fp32"), config
+
+
+def save_int8(model: nn.Module, out_dir: str | Path, *, source: str) -> Path:
+    """Write an int8 model's tensors (`aiayn.model.precision.int8_tensors`) to
+    `out_dir/model.safetensors`, durably; `source` (the fp32 weights it came from) is kept in
+    the file's metadata. Returns the file."""
+    if inference_precision(model) != "int8":
+        raise ValueError("save_int8 needs a model converted to int8")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    file = out_dir / WEIGHTS_FILE
+    tmp = out_dir / f"{_TMP_PREFIX}{WEIGHTS_FILE}"
+    metadata = {"format": INT8_FORMAT, "source": source}
+    safetensors.torch.save_file(int8_tensors(model), str(tmp), metadata=metadata)
+    fsync_file(tmp)
+    rename_durably(tmp, file)
+    return file
+
+
+def _metadata(file: Path) -> dict[str, str]:
+    try:
+        with safetensors.safe_open(str(file), framework="pt") as f:
+            return f.metadata() or {}
+    except (SafetensorError, OSError) as error:
+        raise CheckpointError(f"{file}: {_safetensors_reason(error)}") from None
+
+
+def _read_tensors(file: Path) -> dict[str, torch.Tensor]:
+    try:
+        return safetensors.torch.load_file(str(file))
+    except (SafetensorError, OSError) as error:
+        raise CheckpointError(f"{file}: {_safetensors_reason(error)}") from None
 
 
 def rng_state() -> dict[str, Any]:

@@ -94,7 +94,7 @@ def test_health_and_the_models_served(client, models):
     assert (mt["source_language"], mt["target_language"]) == ("de", "en")
     assert mt["parameters"] == sum(p.numel() for p in models["mt"].model.parameters())
     assert mt["max_input_tokens"] == 39 and lm["max_input_tokens"] == 32  # positions 40 and 32
-    assert mt["precision"] == "float32" and mt["device"] == "cpu"
+    assert mt["precision"] == "fp32" and mt["device"] == "cpu"
     assert mt["decode"]["beam"] == models["mt"].config.decode.beam
     assert mt["heads"] == 2 and mt["decoder_layers"] == 2
 

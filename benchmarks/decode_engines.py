@@ -5,10 +5,11 @@ warm-up batch (`benchmarks.decode_race` starts one process per engine and compar
     python -m benchmarks.decode_engines WORK ENGINE [--threads N] [--batch-sizes 32 1]
 
 Engines take token ids and return token ids: aiayn (`greedy_search`/`beam_search`, cached or
-recomputing every prefix), HF `MarianMTModel.generate`, CTranslate2 `Translator.translate_batch`
-(token strings in and out, mapped through the export's vocabulary). Every engine is told to
-produce exactly `out_len` tokens (EOS suppressed before, decoding stopped at) and never to produce
-pad or BOS, as our search never does. Prints one JSON list of rows as its last line.
+recomputing every prefix; cached also in int8 and bf16, `aiayn.model.precision`), HF
+`MarianMTModel.generate`, CTranslate2 `Translator.translate_batch` (token strings in and out,
+mapped through the export's vocabulary). Every engine is told to produce exactly `out_len`
+tokens (EOS suppressed before, decoding stopped at) and never to produce pad or BOS, as our
+search never does. Prints one JSON list of rows as its last line.
 
 Where the engines' searches differ (none changes greedy outputs):
 - Length penalty: aiayn ranks finished hypotheses by log P / ((5 + |Y|) / 6)^alpha (GNMT), HF and
@@ -37,7 +38,25 @@ from pathlib import Path
 Decode = Callable[[list[list[int]], int], list[list[int]]]
 """(sources, beam size) -> one output per source, all as token ids."""
 
-ENGINES = ["aiayn-cached", "aiayn-uncached", "hf", "ct2-float32", "ct2-int8"]
+ENGINES = [
+    "aiayn-cached",
+    "aiayn-int8",
+    "aiayn-bf16",
+    "aiayn-uncached",
+    "hf",
+    "ct2-float32",
+    "ct2-int8",
+]
+REDUCED_PRECISION = ("aiayn-int8", "aiayn-bf16", "ct2-int8")
+"""Engines that change the model's numbers: their outputs may differ from the reference."""
+
+
+def race_engines(native_bf16: bool) -> list[str]:
+    """Every engine, but aiayn-bf16 only where the CPU multiplies bf16 natively (elsewhere it
+    would time the emulation, minutes per batch)."""
+    return [e for e in ENGINES if native_bf16 or e != "aiayn-bf16"]
+
+
 RACE_FILE = "race.json"
 
 
@@ -69,12 +88,13 @@ def padded(sources: list[list[int]], pad_id: int):
     return src
 
 
-def aiayn_decoder(work: Path, race: Race, *, use_cache: bool) -> Decode:
+def aiayn_decoder(work: Path, race: Race, *, use_cache: bool, precision: str = "fp32") -> Decode:
     from aiayn.generate.options import DecodeOptions
     from aiayn.generate.search import beam_search, greedy_search
+    from aiayn.model.precision import to_inference_precision
     from benchmarks.race_weights import load_aiayn
 
-    model, n = load_aiayn(work), race.out_len
+    model, n = to_inference_precision(load_aiayn(work), precision), race.out_len
 
     def decode(sources: list[list[int]], beam: int) -> list[list[int]]:
         src = padded(sources, race.pad_id)
@@ -141,6 +161,8 @@ def ct2_decoder(work: Path, race: Race, engine: str, threads: int) -> Decode:
 
 
 def build_decoder(work: Path, race: Race, engine: str, threads: int) -> Decode:
+    if engine in ("aiayn-int8", "aiayn-bf16"):
+        return aiayn_decoder(work, race, use_cache=True, precision=engine.removeprefix("aiayn-"))
     if engine.startswith("aiayn"):
         return aiayn_decoder(work, race, use_cache=engine == "aiayn-cached")
     if engine == "hf":

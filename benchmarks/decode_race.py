@@ -25,9 +25,10 @@ from pathlib import Path
 
 import torch
 
+from aiayn.machine import cpu_has_native_bf16
 from aiayn.model.config import ModelConfig
 from aiayn.model.transformer import Transformer
-from benchmarks.decode_engines import ENGINES, RACE_FILE
+from benchmarks.decode_engines import ENGINES, RACE_FILE, REDUCED_PRECISION, race_engines
 from benchmarks.engines import SIZES
 from benchmarks.harness import child, machine
 from benchmarks.race_weights import random_model, write_weights
@@ -132,16 +133,18 @@ def race(
     work: Path,
     *,
     tokenizer_model: bytes | None = None,
-    engines: list[str] = ENGINES,
+    engines: list[str] | None = None,
 ) -> list[dict]:
     """Write `model` in every engine's format to `work`, run every engine in its own process on
     the same batches and compare outputs. The reference runs batch `batch_size` only.
+    `engines` defaults to `race_engines` on this CPU.
 
     Returns:
         One row per engine, search and batch size, without output tokens.
     """
     write_weights(model, work, tokenizer_model=tokenizer_model)
     write_race(work, model, settings)
+    engines = race_engines(cpu_has_native_bf16()) if engines is None else engines
     rows = []
     for engine in [REFERENCE, *(e for e in engines if e != REFERENCE)]:
         sizes = [str(settings.batch_size)] + (["1"] if engine != REFERENCE else [])
@@ -225,7 +228,8 @@ def _table_order(row: dict) -> tuple:
 
 
 def decoding_notes(rows: list[dict]) -> list[str]:
-    """Lines on forced output lengths and on fp32 engines whose tokens differ from the reference."""
+    """Lines on forced output lengths, on fp32 engines whose tokens differ from the reference,
+    and on the engines left out."""
     out_len = rows[0]["settings"]["out_len"]
     wrong = [f"{r['engine']} ({r['search']}, batch {r['batch_size']})" for r in rows
              if not r["out_len_min"] == r["out_len_max"] == out_len]  # fmt: skip
@@ -234,7 +238,7 @@ def decoding_notes(rows: list[dict]) -> list[str]:
         + ("every engine produced exactly that." if not wrong else "NOT met by " + ", ".join(wrong))
     ]
     for r in rows:
-        if r["engine"] != "ct2-int8" and r["first_difference"] is not None:
+        if r["engine"] not in REDUCED_PRECISION and r["first_difference"] is not None:
             d = r["first_difference"]
             why = CT2_BEAM if r["engine"] == "ct2-float32" and r["search"] != "greedy" else ""
             notes.append(
@@ -242,6 +246,9 @@ def decoding_notes(rows: list[dict]) -> list[str]:
                 f"{r['sentences'] - r['same_as_reference']} outputs differ from the reference "
                 f"(first: sentence {d['sentence']}, token {d['position']}){why}."
             )
+    if not any(r["engine"] == "aiayn-bf16" for r in rows):
+        notes.append("- aiayn-bf16 not raced: this CPU has no native bf16 (it would time the "
+                     "emulation).")  # fmt: skip
     distinct = min(r["distinct_tokens"] for r in rows if r["engine"] == REFERENCE)
     notes.append(f"- The reference outputs use at least {distinct} distinct tokens per setting.")
     return notes

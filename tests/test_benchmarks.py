@@ -13,7 +13,8 @@ from tests.tiny_runs import tiny_run
 pytest.importorskip("transformers", reason="the decoding race needs transformers ('.[bench]')")
 pytest.importorskip("ctranslate2", reason="the decoding race needs ctranslate2 ('.[bench]')")
 
-from benchmarks.decode_engines import ENGINES  # noqa: E402
+from aiayn.machine import cpu_has_native_bf16  # noqa: E402
+from benchmarks.decode_engines import race_engines  # noqa: E402
 from benchmarks.decode_race import (  # noqa: E402
     REFERENCE,
     RaceSettings,
@@ -33,7 +34,9 @@ def rows(tmp_path_factory) -> list[dict]:
 
 def test_every_engine_search_and_batch_size_has_a_row(rows):
     settings = {(r["engine"], r["search"], r["batch_size"]) for r in rows}
-    expected = {(e, s, b) for e in ENGINES for s in ("greedy", "beam 4") for b in (2, 1)}
+    engines = race_engines(cpu_has_native_bf16())
+    assert "aiayn-int8" in engines and ("aiayn-bf16" in engines) == cpu_has_native_bf16()
+    expected = {(e, s, b) for e in engines for s in ("greedy", "beam 4") for b in (2, 1)}
     assert settings == expected - {(REFERENCE, s, 1) for s in ("greedy", "beam 4")}
     for r in rows:
         assert r["sentences"] == (4 if r["batch_size"] == 2 else 2)

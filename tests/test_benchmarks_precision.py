@@ -1,0 +1,26 @@
+"""Smoke test of `python -m benchmarks.precision` on a tiny trained run: a row per precision and
+search, fp32 the reference of the others, and a table with the ratios."""
+
+from __future__ import annotations
+
+import pytest
+
+from benchmarks.precision import precision_rows, table
+from tests.tiny_runs import tiny_run
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def test_rows_and_table(tmp_path):
+    run_dir = tiny_run(tmp_path, translation=True, steps=60)
+    rows = precision_rows(str(run_dir), checkpoint="best", split=None, beams=[1, 2],
+                          precisions=["fp32", "int8"])  # fmt: skip
+    assert [(r["precision"], r["beam"]) for r in rows] == [
+        ("fp32", 1), ("fp32", 2), ("int8", 1), ("int8", 2)
+    ]  # fmt: skip
+    assert all(r["sentences"] == 8 and r["sentences_per_s"] > 0 for r in rows)
+    assert all(r["same_as_fp32"] == 8 for r in rows if r["precision"] == "fp32")
+    assert all(r["signature"].startswith("nrefs:1|case:mixed") for r in rows)
+    lines = table(rows).splitlines()
+    assert len(lines) == 2 + len(rows)
+    assert all("| 1.00x |" in line and "| +0.00 |" in line for line in lines[2:4])

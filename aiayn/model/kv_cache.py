@@ -7,18 +7,23 @@ encoder output and reused).
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor
 
 
 class KVCache:
     """Keys and values of one attention layer, (batch, heads, time, d_head) each.
 
-    Storage grows geometrically, so appending a step copies only the new step.
+    Storage grows geometrically, so appending a step copies only the new step. Reordering (beam
+    search, every step) gathers only the positions in use, into a second buffer of the same
+    capacity that is kept for the next reorder: no allocation and no copy of unused capacity.
     """
 
     def __init__(self) -> None:
         self._k: Tensor | None = None
         self._v: Tensor | None = None
+        self._spare: tuple[Tensor, Tensor] | None = None  # reorder's target, same shape
+        self._owned = False  # False while _k/_v are the tensors given to `set`: never reused
         self.length = 0
 
     def __len__(self) -> int:
@@ -42,7 +47,7 @@ class KVCache:
             if self._k is not None:
                 new_k[:, :, : self.length] = self._k[:, :, : self.length]
                 new_v[:, :, : self.length] = self._v[:, :, : self.length]
-            self._k, self._v = new_k, new_v
+            self._k, self._v, self._spare, self._owned = new_k, new_v, None, True
         self._k[:, :, self.length : self.length + t] = k
         self._v[:, :, self.length : self.length + t] = v
         self.length += t
@@ -51,12 +56,27 @@ class KVCache:
     def set(self, k: Tensor, v: Tensor) -> None:
         """Store keys and values computed once (cross-attention over the encoder output)."""
         self._k, self._v, self.length = k, v, k.size(2)
+        self._spare, self._owned = None, False
 
     def reorder(self, index: Tensor) -> None:
         """Keep batch rows `index` (beam search reorders hypotheses after each step)."""
-        if self._k is not None:
-            self._k = self._k.index_select(0, index)
-            self._v = self._v.index_select(0, index)
+        if self._k is None:
+            return
+        if self._k.requires_grad or self._v.requires_grad:  # out= cannot record a gradient
+            self._k, self._v = self._k.index_select(0, index), self._v.index_select(0, index)
+            self._spare, self._owned = None, True
+            return
+        shape = (index.numel(), *self._k.shape[1:])
+        if self._spare is None or self._spare[0].shape != shape:
+            self._spare = (self._k.new_empty(shape), self._v.new_empty(shape))
+        new_k, new_v = self._spare
+        used = self.length
+        torch.index_select(self._k[:, :, :used], 0, index, out=new_k[:, :, :used])
+        torch.index_select(self._v[:, :, :used], 0, index, out=new_v[:, :, :used])
+        old = (self._k, self._v)
+        self._k, self._v = new_k, new_v
+        self._spare = old if self._owned else None
+        self._owned = True
 
 
 class DecoderCache:

@@ -1,5 +1,6 @@
 """The KV cache against `torch.cat`: growth past the first 16 slots one step at a time and in
-chunks, reorders after growth, cross-attention keys set once and reused."""
+chunks, reorders after growth and one after another (two buffers taking turns), cross-attention
+keys set once and reused."""
 
 from __future__ import annotations
 
@@ -75,3 +76,39 @@ def test_decoder_cache_counts_positions_and_reorders_self_attention_alone_on_req
     assert cache.cross_attn[1].k.data_ptr() == mk.data_ptr()  # left as it was
     cache.reorder(index)
     assert torch.equal(cache.self_attn[0].v, v) and torch.equal(cache.cross_attn[0].k, mk[index])
+
+
+def test_repeated_reorders_match_gathering_row_by_row():
+    cache, ref_k, ref_v = KVCache(), None, None
+    for step, (k, v) in enumerate(steps(4, [1] * 12, seed=2)):
+        all_k, _ = cache.append(k, v)
+        ref_k = k if ref_k is None else torch.cat([ref_k, k], dim=2)
+        ref_v = v if ref_v is None else torch.cat([ref_v, v], dim=2)
+        index = torch.tensor([(step + r) % 4 for r in (0, 0, 3, 1)])
+        cache.reorder(index)
+        ref_k, ref_v = ref_k[index], ref_v[index]
+        assert torch.equal(cache.k, ref_k) and torch.equal(cache.v, ref_v)
+        assert torch.equal(all_k[index], ref_k)  # the step's views are the pre-reorder rows
+
+
+def test_reordering_a_set_cache_never_writes_into_the_given_tensors():
+    memory_k, memory_v = steps(3, [5])[0]
+    before_k, before_v = memory_k.clone(), memory_v.clone()
+    cache = KVCache()
+    cache.set(memory_k, memory_v)
+    ref_k = memory_k
+    for index in ([2, 0, 1], [1, 1, 2], [0, 2, 2]):
+        cache.reorder(torch.tensor(index))
+        ref_k = ref_k[index]
+        assert torch.equal(cache.k, ref_k)
+    assert torch.equal(memory_k, before_k) and torch.equal(memory_v, before_v)
+
+
+def test_a_reorder_under_autograd_passes_gradients_to_the_rows_it_kept():
+    k, v = (t.requires_grad_() for t in steps(3, [4])[0])
+    cache = KVCache()
+    cache.append(k, v)
+    cache.reorder(torch.tensor([2, 2, 0]))
+    (cache.k.sum() + cache.v.sum()).backward()
+    kept = torch.tensor([1.0, 0.0, 2.0])[:, None, None, None].expand_as(k)  # row 2 kept twice
+    assert torch.equal(k.grad, kept) and torch.equal(v.grad, kept)

@@ -166,7 +166,8 @@ def decoding_rows(
     settings: RaceSettings | None = None,
 ) -> list[dict]:
     """The race for each named size of `benchmarks.engines.SIZES` (random init, fixed seed), or
-    for a trained run's best checkpoint; rows carry their `size` (the run folder for a run).
+    for a trained run's best checkpoint; rows carry their `size` (the run folder's name for a
+    run, so that no path of this machine lands in a table).
     `settings` replaces the full or `quick` ones."""
     settings = settings or (QUICK if quick else RaceSettings())
     settings = replace(settings, threads=threads) if threads else settings
@@ -175,7 +176,7 @@ def decoding_rows(
         model, tokenizer_model = load_weights(name, settings.seed, from_run=bool(run_dir))
         with tempfile.TemporaryDirectory(prefix="decode-race-") as work:
             for row in race(model, settings, Path(work), tokenizer_model=tokenizer_model):
-                rows.append({"size": name, **row})
+                rows.append({"size": Path(name).name if run_dir else name, **row})
     return rows
 
 

@@ -1,11 +1,13 @@
-"""Smoke test of `python -m benchmarks.precision` on a tiny trained run: a row per precision and
-search, fp32 the reference of the others, and a table with the ratios."""
+"""Smoke tests of `python -m benchmarks.precision` on a tiny trained run (a row per precision and
+search, fp32 the reference of the others, and a table with the ratios) and of
+`python -m benchmarks.profile_decoding` (int8 decoding runs through quantized kernels)."""
 
 from __future__ import annotations
 
 import pytest
 
 from benchmarks.precision import precision_rows, table
+from benchmarks.profile_decoding import profile_rows
 from tests.tiny_runs import tiny_run
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -24,3 +26,12 @@ def test_rows_and_table(tmp_path):
     lines = table(rows).splitlines()
     assert len(lines) == 2 + len(rows)
     assert all("| 1.00x |" in line and "| +0.00 |" in line for line in lines[2:4])
+
+
+def test_the_profile_of_int8_decoding_shows_quantized_linear_maps(tmp_path):
+    run_dir = tiny_run(tmp_path, translation=True, steps=10)
+    speed, wall, rows = profile_rows(str(run_dir), checkpoint="best", precision="int8", beam=2,
+                                     sentences=8)  # fmt: skip
+    assert speed > 0 and wall > 0 and all(0 <= share <= 1 for _, share, _ in rows)
+    names = {name for name, _, _ in rows}
+    assert "quantized::linear_dynamic" in names and "aten::linear" not in names

@@ -124,6 +124,14 @@ def test_the_shipped_configs_are_all_there():
     assert paper.train.max_steps == 100_000 and paper.data.max_tokens * 8 >= 25_000
 
 
+def test_the_one_hour_config_is_the_main_job_on_another_schedule():
+    main = load_config(CONFIGS / "multi30k-de-en.yaml")
+    hour = load_config(CONFIGS / "multi30k-de-en-1h-fp32.yaml")
+    assert hour.model == main.model.replace(dropout=0.15) and hour.data == main.data
+    assert (hour.train.schedule, hour.train.max_steps, hour.train.min_lr) == ("cosine", 1700, 0.0)
+    assert hour.train.keep_last == 5 and hour.decode == main.decode
+
+
 def test_a_fine_tuning_model_takes_the_source_run_s_fields_and_may_change_only_dropout(tmp_path):
     from aiayn.config import merge_model_config
     from aiayn.model.config import ModelConfig

@@ -23,8 +23,6 @@ from typing import Literal
 
 import torch
 from torch import Tensor, nn
-from torch.ao.nn.quantized.dynamic import Linear as DynamicInt8Linear
-from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
 
 from aiayn.machine import cpu_has_native_bf16
 
@@ -65,6 +63,12 @@ def to_inference_precision(model: nn.Module, precision: str) -> nn.Module:
         if device.type != "cpu":
             raise ValueError(f"int8 decoding runs on the CPU only, not {device}; use bf16 there")
         torch.backends.quantized.engine = _int8_engine()
+        try:  # deprecated in torch in favour of torchao: imported here, so that its removal
+            # costs int8 alone, not `import aiayn`
+            from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
+        except ImportError as e:
+            lacks = f"int8 needs torch.ao, which torch {torch.__version__} lacks: {e}"
+            raise ValueError(lacks) from None
         with _quiet_deprecation():
             return quantize_dynamic(
                 model, {nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8, inplace=True
@@ -74,7 +78,7 @@ def to_inference_precision(model: nn.Module, precision: str) -> nn.Module:
 
 def inference_precision(model: nn.Module) -> str:
     """`int8` if any linear map is dynamically quantized, else the floating dtype's name."""
-    if any(isinstance(module, DynamicInt8Linear) for module in model.modules()):
+    if any(_is_int8_linear(module) for module in model.modules()):
         return "int8"
     dtype = next(model.parameters()).dtype
     return {torch.float32: "fp32", torch.bfloat16: "bf16"}.get(dtype, str(dtype))
@@ -87,7 +91,7 @@ def int8_tensors(model: nn.Module) -> dict[str, Tensor]:
     tensors: dict[str, Tensor] = {}
     packed: set[str] = set()
     for name, module in model.named_modules():
-        if isinstance(module, DynamicInt8Linear):
+        if _is_int8_linear(module):
             weight, bias = module._weight_bias()
             per_channel = (torch.per_channel_symmetric, torch.per_channel_affine)
             if weight.qscheme() not in per_channel or bool(
@@ -124,14 +128,14 @@ def load_int8_tensors(model: nn.Module, tensors: dict[str, Tensor], *, source: s
             f"other shape {wrong}"
         )
     for name, module in model.named_modules():
-        if isinstance(module, DynamicInt8Linear):
+        if _is_int8_linear(module):
             scale = tensors[f"{name}.weight_scale"].double()
             q = tensors[f"{name}.weight_int8"]
             zero = torch.zeros_like(scale, dtype=torch.long)
             with _quiet_deprecation():
                 weight = torch._make_per_channel_quantized_tensor(q, scale, zero, 0)
                 module.set_weight_bias(weight, tensors.get(f"{name}.bias"))
-    packed = {f"{name}." for name, m in model.named_modules() if isinstance(m, DynamicInt8Linear)}
+    packed = {f"{name}." for name, m in model.named_modules() if _is_int8_linear(m)}
     targets = model.state_dict(keep_vars=True)
     with torch.no_grad():
         for key, value in tensors.items():
@@ -149,6 +153,12 @@ def _quiet_deprecation() -> Iterator[None]:
         warnings.filterwarnings("ignore", message=r".*quantized tensor creation functions")
         warnings.filterwarnings("ignore", message=r"torch\.ao\.quantization is deprecated")
         yield
+
+
+def _is_int8_linear(module: nn.Module) -> bool:
+    """A linear map that `to_inference_precision(..., "int8")` made (torch.ao's dynamic Linear)."""
+    kind = type(module)
+    return kind.__name__ == "Linear" and kind.__module__.startswith("torch.ao.nn.quantized.dynamic")
 
 
 def _int8_engine() -> str:

@@ -3,6 +3,8 @@ survive the trip through plain tensors exactly, and the conversions refuse what 
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 import torch
 from torch.ao.nn.quantized.dynamic import Linear as DynamicInt8Linear
@@ -100,3 +102,12 @@ def test_bf16_on_a_cpu_without_native_bf16_warns(monkeypatch):
     monkeypatch.setattr("aiayn.model.precision.cpu_has_native_bf16", lambda: False)
     with pytest.warns(UserWarning, match="no native bf16 .* --quantize int8 is the fast choice"):
         to_inference_precision(build_model(VARIANTS["post-norm"]).eval(), "bf16")
+
+
+def test_a_torch_without_torch_ao_costs_int8_alone(monkeypatch):
+    monkeypatch.setitem(sys.modules, "torch.ao.quantization", None)  # import fails, as if removed
+    model = build_model(VARIANTS["post-norm"]).eval()
+    with pytest.raises(ValueError, match=r"int8 needs torch.ao, which torch .* lacks"):
+        to_inference_precision(model, "int8")
+    assert inference_precision(model) == "fp32"
+    assert inference_precision(to_inference_precision(model, "bf16")) == "bf16"

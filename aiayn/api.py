@@ -52,7 +52,7 @@ def load(
 
     Args:
         run_dir: A training run's folder (config.yaml, tokenizer.model, checkpoints).
-        checkpoint: `best`, `last`, `averaged`, `int8` (what `TextModel.save_int8` wrote), or
+        checkpoint: `best`, `last`, `averaged`, `int8` (what `aiayn.api.quantize` wrote), or
             a checkpoint folder / .safetensors file.
         device: Where to run (`cpu`, `cuda`, `cuda:1`, or `auto`).
         precision: Decode in `fp32`, `bf16` or `int8` (`aiayn.model.precision`); None: as the

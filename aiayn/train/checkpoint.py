@@ -52,9 +52,10 @@ STATE_FILE = "trainer_state.json"
 BEST_DIR = "checkpoint-best"
 AVERAGED_DIR = "averaged"
 IMPORTED_DIR = "checkpoint-imported"
-INT8_DIR = "int8"
 """The weights `aiayn import` converted: what `best` and `last` load when a run has trained
 no checkpoints of its own."""
+INT8_DIR = "int8"
+"""The int8 weights `aiayn quantize` wrote (`save_int8`): what `--checkpoint int8` loads."""
 _STEP_DIR = re.compile(r"^checkpoint-(\d{8})$")
 _TMP_PREFIX, _OLD_PREFIX, _DELETE_PREFIX = ".tmp-", ".old-", ".delete-"
 BROKEN_SUFFIX = ".broken"

@@ -388,7 +388,7 @@ def load_model(
         if torch.device(device).type != "cpu":
             raise ValueError(f"{file} holds int8 weights, which run on the CPU only")
         to_inference_precision(model.eval(), "int8")
-        load_int8_tensors(model, _read_tensors(file), source=str(file))
+        load_int8_tensors(model, read_weights(file), source=str(file))
         return model, config
     load_weights(model, file, device=device)
     model = model.to(device).eval()
@@ -416,13 +416,6 @@ def _metadata(file: Path) -> dict[str, str]:
     try:
         with safetensors.safe_open(str(file), framework="pt") as f:
             return f.metadata() or {}
-    except (SafetensorError, OSError) as error:
-        raise CheckpointError(f"{file}: {_safetensors_reason(error)}") from None
-
-
-def _read_tensors(file: Path) -> dict[str, torch.Tensor]:
-    try:
-        return safetensors.torch.load_file(str(file))
     except (SafetensorError, OSError) as error:
         raise CheckpointError(f"{file}: {_safetensors_reason(error)}") from None
 

@@ -3,6 +3,7 @@ beam search, every output forced to the same number of tokens, timing each setti
 warm-up batch (`benchmarks.decode_race` starts one process per engine and compares them).
 
     python -m benchmarks.decode_engines WORK ENGINE [--threads N] [--batch-sizes 32 1]
+        [--device cuda]
 
 Engines take token ids and return token ids: aiayn (`greedy_search`/`beam_search`, cached or
 recomputing every prefix; cached also in int8 and bf16, `aiayn.model.precision`), HF
@@ -51,10 +52,24 @@ REDUCED_PRECISION = ("aiayn-int8", "aiayn-bf16", "ct2-int8")
 """Engines that change the model's numbers: their outputs may differ from the reference."""
 
 
-def race_engines(native_bf16: bool) -> list[str]:
-    """Every engine, but aiayn-bf16 only where the CPU multiplies bf16 natively (elsewhere it
-    would time the emulation, minutes per batch)."""
-    return [e for e in ENGINES if native_bf16 or e != "aiayn-bf16"]
+def race_engines(native_bf16: bool, device: str = "cpu") -> list[str]:
+    """Every engine, but aiayn-bf16 only where the device multiplies bf16 natively (elsewhere it
+    would time the emulation, minutes per batch). On a GPU: no aiayn-int8 (torch's int8 kernels
+    are the CPU's), and CTranslate2 only where its CUDA build finds the GPU (`ct2_sees_gpu`)."""
+    engines = [e for e in ENGINES if native_bf16 or e != "aiayn-bf16"]
+    if device.startswith("cuda"):
+        ct2 = ct2_sees_gpu()
+        engines = [e for e in engines if e != "aiayn-int8" and (ct2 or not e.startswith("ct2"))]
+    return engines
+
+
+def ct2_sees_gpu() -> bool:
+    """CTranslate2 is installed and its CUDA build finds a GPU."""
+    try:
+        import ctranslate2
+    except ImportError:
+        return False
+    return ctranslate2.get_cuda_device_count() > 0
 
 
 RACE_FILE = "race.json"
@@ -78,26 +93,28 @@ class Race:
         return cls(**json.loads((work / RACE_FILE).read_text()))
 
 
-def padded(sources: list[list[int]], pad_id: int):
-    """(batch, longest) tensor of `sources`, right-padded with `pad_id`."""
+def padded(sources: list[list[int]], pad_id: int, device: str = "cpu"):
+    """(batch, longest) tensor of `sources`, right-padded with `pad_id`, on `device`."""
     import torch
 
     src = torch.full((len(sources), max(map(len, sources))), pad_id, dtype=torch.long)
     for i, ids in enumerate(sources):
         src[i, : len(ids)] = torch.tensor(ids)
-    return src
+    return src.to(device)
 
 
-def aiayn_decoder(work: Path, race: Race, *, use_cache: bool, precision: str = "fp32") -> Decode:
+def aiayn_decoder(
+    work: Path, race: Race, *, use_cache: bool, precision: str = "fp32", device: str = "cpu"
+) -> Decode:
     from aiayn.generate.options import DecodeOptions
     from aiayn.generate.search import beam_search, greedy_search
     from aiayn.model.precision import to_inference_precision
     from benchmarks.race_weights import load_aiayn
 
-    model, n = to_inference_precision(load_aiayn(work), precision), race.out_len
+    model, n = to_inference_precision(load_aiayn(work).to(device), precision), race.out_len
 
     def decode(sources: list[list[int]], beam: int) -> list[list[int]]:
-        src = padded(sources, race.pad_id)
+        src = padded(sources, race.pad_id, device)
         options = DecodeOptions(beam=beam, alpha=race.alpha, max_len_a=0.0, max_len_b=n, min_len=n)
         if beam == 1:
             return greedy_search(model, src, options=options, use_cache=use_cache).tolist()
@@ -107,13 +124,13 @@ def aiayn_decoder(work: Path, race: Race, *, use_cache: bool, precision: str = "
     return decode
 
 
-def hf_decoder(work: Path, race: Race) -> Decode:
+def hf_decoder(work: Path, race: Race, device: str = "cpu") -> Decode:
     import torch
     from transformers import GenerationConfig, MarianMTModel
 
     from benchmarks.race_weights import HF_DIR
 
-    model = MarianMTModel.from_pretrained(work / HF_DIR).eval()
+    model = MarianMTModel.from_pretrained(work / HF_DIR).eval().to(device)
     ids = dict(pad_token_id=race.pad_id, bos_token_id=race.bos_id, eos_token_id=race.eos_id,
                decoder_start_token_id=race.bos_id, forced_eos_token_id=None)  # fmt: skip
     length = dict(max_new_tokens=race.out_len, min_new_tokens=race.out_len)
@@ -127,7 +144,7 @@ def hf_decoder(work: Path, race: Race) -> Decode:
 
     @torch.no_grad()
     def decode(sources: list[list[int]], beam: int) -> list[list[int]]:
-        src = padded(sources, race.pad_id)
+        src = padded(sources, race.pad_id, device)
         # A config object of our own, not merged with the model's defaults (which would force
         # EOS as the last token, as the exported config.json asks of transformers).
         model.generation_config = configs[beam]
@@ -137,14 +154,15 @@ def hf_decoder(work: Path, race: Race) -> Decode:
     return decode
 
 
-def ct2_decoder(work: Path, race: Race, engine: str, threads: int) -> Decode:
+def ct2_decoder(work: Path, race: Race, engine: str, threads: int, device: str = "cpu") -> Decode:
     import ctranslate2
 
     from benchmarks.race_weights import HF_DIR, read_vocabulary
 
     translator = ctranslate2.Translator(
-        str(work / engine), device="cpu", inter_threads=1, intra_threads=threads
-    )
+        str(work / engine), device=device.split(":")[0], device_index=_index(device),
+        inter_threads=1, intra_threads=threads,
+    )  # fmt: skip
     tokens = read_vocabulary(work / HF_DIR)
     token_id = {token: i for i, token in enumerate(tokens)}
     suppress = [[tokens[race.pad_id]], [tokens[race.bos_id]]]
@@ -160,15 +178,21 @@ def ct2_decoder(work: Path, race: Race, engine: str, threads: int) -> Decode:
     return decode
 
 
-def build_decoder(work: Path, race: Race, engine: str, threads: int) -> Decode:
+def _index(device: str) -> int:
+    """The N of `cuda:N` (0 for `cuda` and `cpu`)."""
+    return int(device.split(":")[1]) if ":" in device else 0
+
+
+def build_decoder(work: Path, race: Race, engine: str, threads: int, device: str = "cpu") -> Decode:
     if engine in ("aiayn-int8", "aiayn-bf16"):
-        return aiayn_decoder(work, race, use_cache=True, precision=engine.removeprefix("aiayn-"))
+        precision = engine.removeprefix("aiayn-")
+        return aiayn_decoder(work, race, use_cache=True, precision=precision, device=device)
     if engine.startswith("aiayn"):
-        return aiayn_decoder(work, race, use_cache=engine == "aiayn-cached")
+        return aiayn_decoder(work, race, use_cache=engine == "aiayn-cached", device=device)
     if engine == "hf":
-        return hf_decoder(work, race)
+        return hf_decoder(work, race, device)
     if engine.startswith("ct2"):
-        return ct2_decoder(work, race, engine, threads)
+        return ct2_decoder(work, race, engine, threads, device)
     raise ValueError(f"unknown engine {engine!r}; choose from {ENGINES}")
 
 
@@ -206,18 +230,20 @@ def main() -> None:
     parser.add_argument("engine", choices=ENGINES)
     parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
     parser.add_argument("--batch-sizes", nargs="+", default=["32", "1"])
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     args = parser.parse_args()
     if not args.engine.startswith("ct2"):
         import torch
 
         torch.set_num_threads(args.threads)
     race = Race.read(args.work)
-    decode = build_decoder(args.work, race, args.engine, args.threads)
+    decode = build_decoder(args.work, race, args.engine, args.threads, args.device)
     rows = []
     for batch_size in args.batch_sizes:
         for beam in (1, race.beam):
             row = run_setting(decode, race, batch_size, beam)
-            rows.append({"engine": args.engine, "threads": args.threads, **row})
+            rows.append({"engine": args.engine, "threads": args.threads, "device": args.device,
+                         **row})  # fmt: skip
     print(json.dumps(rows))
 
 

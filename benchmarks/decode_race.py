@@ -5,7 +5,7 @@ length. Each engine runs in its own process (`benchmarks.decode_engines`): CTran
 threads keep spinning after it returns and would slow torch in the same process.
 
     python -m benchmarks.decode_race [--quick] [--size multi30k|paper-base] [--run-dir RUN]
-        [--threads N] [--out benchmarks/decode_race.json]
+        [--threads N] [--device cuda] [--out benchmarks/decode_race.json]
 
 Prints a Markdown table (sentences/s, target tokens/s, ratios to CTranslate2 int8 and to HF,
 whether each engine's tokens equal the uncached reference) and writes the rows as JSON.
@@ -25,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-from aiayn.machine import cpu_has_native_bf16
+from aiayn.machine import describe_machine
 from aiayn.model.config import ModelConfig
 from aiayn.model.transformer import Transformer
 from benchmarks.decode_engines import ENGINES, RACE_FILE, REDUCED_PRECISION, race_engines
@@ -95,9 +95,12 @@ def write_race(work: Path, model: Transformer, settings: RaceSettings) -> None:
     (work / RACE_FILE).write_text(json.dumps(race))
 
 
-def run_engine(work: Path, engine: str, threads: int, batch_sizes: list[str]) -> list[dict]:
+def run_engine(
+    work: Path, engine: str, threads: int, batch_sizes: list[str], device: str = "cpu"
+) -> list[dict]:
     """Run one engine in a child process; its rows (with output tokens)."""
-    args = [str(work), engine, "--threads", str(threads), "--batch-sizes", *batch_sizes]
+    args = [str(work), engine, "--threads", str(threads), "--device", device, "--batch-sizes",
+            *batch_sizes]  # fmt: skip
     return child("benchmarks.decode_engines", *args, threads=threads)
 
 
@@ -134,21 +137,24 @@ def race(
     *,
     tokenizer_model: bytes | None = None,
     engines: list[str] | None = None,
+    device: str = "cpu",
 ) -> list[dict]:
     """Write `model` in every engine's format to `work`, run every engine in its own process on
-    the same batches and compare outputs. The reference runs batch `batch_size` only.
-    `engines` defaults to `race_engines` on this CPU.
+    the same batches on `device` and compare outputs. The reference runs batch `batch_size`
+    only. `engines` defaults to `race_engines` on this machine's `device`.
 
     Returns:
         One row per engine, search and batch size, without output tokens.
     """
-    write_weights(model, work, tokenizer_model=tokenizer_model)
+    if engines is None:
+        engines = race_engines(describe_machine(device).native_bf16, device)
+    ct2 = any(e.startswith("ct2") for e in engines)
+    write_weights(model, work, tokenizer_model=tokenizer_model, ct2=ct2)
     write_race(work, model, settings)
-    engines = race_engines(cpu_has_native_bf16()) if engines is None else engines
     rows = []
     for engine in [REFERENCE, *(e for e in engines if e != REFERENCE)]:
         sizes = [str(settings.batch_size)] + (["1"] if engine != REFERENCE else [])
-        rows += run_engine(work, engine, settings.threads, sizes)
+        rows += run_engine(work, engine, settings.threads, sizes, device)
         print(f"  {engine}: done", file=sys.stderr, flush=True)
     compare_to_reference(rows)
     for row in rows:
@@ -164,6 +170,7 @@ def decoding_rows(
     threads: int | None = None,
     run_dir: str | None = None,
     settings: RaceSettings | None = None,
+    device: str = "cpu",
 ) -> list[dict]:
     """The race for each named size of `benchmarks.engines.SIZES` (random init, fixed seed), or
     for a trained run's best checkpoint; rows carry their `size` (the run folder's name for a
@@ -175,7 +182,9 @@ def decoding_rows(
     for name in [run_dir] if run_dir else sizes:
         model, tokenizer_model = load_weights(name, settings.seed, from_run=bool(run_dir))
         with tempfile.TemporaryDirectory(prefix="decode-race-") as work:
-            for row in race(model, settings, Path(work), tokenizer_model=tokenizer_model):
+            rows_of_size = race(model, settings, Path(work), tokenizer_model=tokenizer_model,
+                                device=device)  # fmt: skip
+            for row in rows_of_size:
                 rows.append({"size": Path(name).name if run_dir else name, **row})
     return rows
 
@@ -247,9 +256,16 @@ def decoding_notes(rows: list[dict]) -> list[str]:
                 f"{r['sentences'] - r['same_as_reference']} outputs differ from the reference "
                 f"(first: sentence {d['sentence']}, token {d['position']}){why}."
             )
-    if not any(r["engine"] == "aiayn-bf16" for r in rows):
-        notes.append("- aiayn-bf16 not raced: this CPU has no native bf16 (it would time the "
-                     "emulation).")  # fmt: skip
+    raced = {r["engine"] for r in rows}
+    gpu = rows[0].get("device", "cpu").startswith("cuda")
+    if "aiayn-bf16" not in raced:
+        notes.append("- aiayn-bf16 not raced: this device has no native bf16 (it would time "
+                     "the emulation).")  # fmt: skip
+    if gpu and "aiayn-int8" not in raced:
+        notes.append("- aiayn-int8 not raced: torch's int8 kernels are the CPU's.")
+    if gpu and not raced & {"ct2-float32", "ct2-int8"}:
+        notes.append("- CTranslate2 not raced: no CUDA build of it that finds this GPU is "
+                     "installed here.")  # fmt: skip
     distinct = min(r["distinct_tokens"] for r in rows if r["engine"] == REFERENCE)
     notes.append(f"- The reference outputs use at least {distinct} distinct tokens per setting.")
     return notes
@@ -262,17 +278,18 @@ def main() -> None:
     parser.add_argument("--run-dir", help="race a trained run's best checkpoint instead")
     parser.add_argument("--threads", type=int, help="threads per engine (default: all cores)")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/decode_race.json"))
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     args = parser.parse_args()
     rows = decoding_rows([args.size], quick=args.quick, threads=args.threads,
-                         run_dir=args.run_dir)  # fmt: skip
-    write_results(args.out, rows)
+                         run_dir=args.run_dir, device=args.device)  # fmt: skip
+    write_results(args.out, rows, args.device)
     print(decoding_table(rows))
 
 
-def write_results(out: Path, rows: list[dict]) -> None:
+def write_results(out: Path, rows: list[dict], device: str = "cpu") -> None:
     """The rows and the machine they ran on, as JSON."""
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"machine": machine(), "decoding": rows}, indent=2))
+    out.write_text(json.dumps({"machine": machine(device), "decoding": rows}, indent=2))
 
 
 if __name__ == "__main__":

@@ -84,7 +84,7 @@ class TorchTransformer(nn.Module):
         return self.dropout(self.embed(tokens) * self.scale + self.pe[: tokens.size(1)])
 
     def forward(self, src: Tensor, tgt_in: Tensor) -> Tensor:
-        causal = nn.Transformer.generate_square_subsequent_mask(tgt_in.size(1))
+        causal = nn.Transformer.generate_square_subsequent_mask(tgt_in.size(1), tgt_in.device)
         src_pad = src == PAD
         out = self.transformer(
             self.embed_positions(src), self.embed_positions(tgt_in), tgt_mask=causal,

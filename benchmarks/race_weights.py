@@ -41,8 +41,11 @@ def filler_vocabulary(config: ModelConfig) -> dict[str, int]:
     return {special.get(i, f"t{i}"): i for i in range(config.vocab_size)}
 
 
-def write_weights(model: Transformer, work: Path, *, tokenizer_model: bytes | None = None) -> None:
-    """Write `model` as aiayn safetensors, an hf-marian export and two CTranslate2 models.
+def write_weights(
+    model: Transformer, work: Path, *, tokenizer_model: bytes | None = None, ct2: bool = True
+) -> None:
+    """Write `model` as aiayn safetensors, an hf-marian export and (`ct2`) two CTranslate2
+    models.
 
     Args:
         model: The encoder-decoder every engine will run.
@@ -58,6 +61,8 @@ def write_weights(model: Transformer, work: Path, *, tokenizer_model: bytes | No
     if tokenizer_model is None:
         vocab = filler_vocabulary(model.config)
         (hf_dir / VOCAB_FILE).write_text(json.dumps(vocab, ensure_ascii=False, indent=1))
+    if not ct2:
+        return
     from benchmarks.ct2_convert import AiaynConverter, Vocabulary
 
     vocabulary = Vocabulary(read_vocabulary(hf_dir), model.config)

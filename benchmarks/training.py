@@ -2,7 +2,8 @@
 steps (forward, label-smoothed loss, backward, Adam) on random batches with Multi30k-like lengths.
 
 One engine per process (`python -m benchmarks.training --engine aiayn --size multi30k
---dtype bf16`), printing JSON; `benchmarks.run` starts one process per engine and compares.
+--dtype bf16 [--device cuda]`), printing JSON; `benchmarks.run` starts one process per engine and
+compares. On a GPU the peak memory is CUDA's (allocated tensors), on a CPU the process's RSS.
 """
 
 from __future__ import annotations
@@ -46,13 +47,18 @@ def multi30k_like_batches(
     return batches
 
 
-def run(engine: str, size_name: str, dtype: str, seconds: float, tgt_tokens: int) -> dict:
+def run(
+    engine: str, size_name: str, dtype: str, seconds: float, tgt_tokens: int, device: str = "cpu"
+) -> dict:
     torch.manual_seed(0)
-    size = SIZES[size_name]
-    model = BUILDERS[engine](size, dropout=0.1).train()
+    size, device = SIZES[size_name], torch.device(device)
+    model = BUILDERS[engine](size, dropout=0.1).train().to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4, betas=(0.9, 0.98), eps=1e-9)
-    batches = multi30k_like_batches(size, 16, tgt_tokens)
-    autocast = torch.autocast("cpu", dtype=torch.bfloat16) if dtype == "bf16" else nullcontext()
+    on_cpu = multi30k_like_batches(size, 16, tgt_tokens)
+    batches = [tuple(t.to(device) for t in batch) for batch in on_cpu]
+    bf16 = dtype == "bf16"
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else nullcontext()
+    cuda = device.type == "cuda"
 
     def step(src: Tensor, tgt_in: Tensor, tgt_out: Tensor) -> None:
         with autocast:
@@ -65,29 +71,40 @@ def run(engine: str, size_name: str, dtype: str, seconds: float, tgt_tokens: int
         loss.backward()
         optimizer.step()
 
-    rss_before = peak_rss_mb()
+    def peak_mb() -> float:
+        return torch.cuda.max_memory_allocated(device) / 2**20 if cuda else peak_rss_mb()
+
+    before = peak_mb()
     for batch in batches[:3]:  # warm-up
         step(*batch)
     steps, tokens, flops = 0, 0, 0.0
+    if cuda:
+        torch.cuda.synchronize(device)
     start = time.perf_counter()
     while time.perf_counter() - start < seconds or steps < 4:
-        src, tgt_in, tgt_out = batches[steps % len(batches)]
-        step(src, tgt_in, tgt_out)
+        step(*batches[steps % len(batches)])
+        src, tgt_in, tgt_out = on_cpu[steps % len(batches)]  # counted here: no GPU sync
         n_src, n_tgt = int((src != PAD).sum()), int((tgt_out != PAD).sum())
         per_src, per_tgt = size.flops_per_token(src.size(1), tgt_in.size(1))
         flops += 3 * (n_src * per_src + n_tgt * per_tgt)  # forward + backward = 3x forward
         steps += 1
         tokens += n_tgt
+        if cuda and steps % 8 == 0:
+            torch.cuda.synchronize(device)  # keep the clock within a few steps of the GPU
+    if cuda:
+        torch.cuda.synchronize(device)
     elapsed = time.perf_counter() - start
     return {
         "engine": engine,
         "size": size_name,
         "dtype": dtype,
+        "device": str(device),
+        "tgt_tokens_per_batch": tgt_tokens,
         "steps": steps,
         "tgt_tokens_per_s": tokens / elapsed,
         "model_gflops_per_s": flops / elapsed / 1e9,
-        "peak_rss_mb": peak_rss_mb(),
-        "step_rss_mb": peak_rss_mb() - rss_before,
+        "peak_mb": peak_mb(),
+        "step_mb": peak_mb() - before,
         "parameters": sum(p.numel() for p in model.parameters()),
     }
 
@@ -99,8 +116,10 @@ def main() -> None:
     parser.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32")
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--tgt-tokens", type=int, default=2000, help="target tokens per batch")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     args = parser.parse_args()
-    print(json.dumps(run(args.engine, args.size, args.dtype, args.seconds, args.tgt_tokens)))
+    row = run(args.engine, args.size, args.dtype, args.seconds, args.tgt_tokens, args.device)
+    print(json.dumps(row))
 
 
 if __name__ == "__main__":

@@ -70,3 +70,20 @@ def test_table_and_json(rows, tmp_path):
     write_results(tmp_path / "race.json", rows)
     written = json.loads((tmp_path / "race.json").read_text())
     assert set(written) == {"machine", "decoding"} and written["decoding"] == rows
+
+
+@pytest.mark.parametrize("ct2_on_gpu", [False, True])
+def test_on_a_gpu_the_race_leaves_out_int8_and_ct2_without_its_cuda_build(monkeypatch, ct2_on_gpu):
+    monkeypatch.setattr("benchmarks.decode_engines.ct2_sees_gpu", lambda: ct2_on_gpu)
+    engines = race_engines(True, "cuda")
+    assert "aiayn-int8" not in engines and {"aiayn-cached", "aiayn-bf16", "hf"} <= set(engines)
+    assert ("ct2-int8" in engines) == ("ct2-float32" in engines) == ct2_on_gpu
+    assert race_engines(True, "cpu") == race_engines(True)  # the CPU's race is unchanged
+
+
+def test_gpu_rows_say_which_engines_were_left_out_and_why(rows):
+    gpu_rows = [{**r, "device": "cuda"} for r in rows if not r["engine"].startswith("ct2")]
+    gpu_rows = [r for r in gpu_rows if r["engine"] != "aiayn-int8"]
+    table = decoding_table(gpu_rows)
+    assert "aiayn-int8 not raced: torch's int8 kernels are the CPU's" in table
+    assert "CTranslate2 not raced" in table and "aiayn-int8 not raced" not in decoding_table(rows)

@@ -9,7 +9,7 @@ from benchmarks.run import TRAINING_ENGINES, training_dtypes, training_table
 def rows(dtype: str, speeds: list[float]) -> list[dict]:
     return [
         dict(size="multi30k", dtype=dtype, engine=engine, tgt_tokens_per_s=speed, mfu=speed / 1e3,
-             peak_rss_mb=1000.0)
+             peak_mb=1000.0)
         for engine, speed in zip(TRAINING_ENGINES, speeds, strict=True)
     ]  # fmt: skip
 
@@ -34,3 +34,20 @@ def test_with_native_bf16_both_dtypes_are_raced_against_torch_fp32():
     assert "MFU (bf16 peak)" in table and "skipped" not in table
     bf16_aiayn = next(line for line in table.splitlines() if "| bf16 | aiayn |" in line)
     assert "| 3.00x |" in bf16_aiayn and bf16_aiayn.endswith("| 1.50x |")
+
+
+def test_gpu_tables_name_gpu_memory_and_the_batch():
+    machine = {"native_bf16": True, "bf16_reason": "sm 9.0", "device": "cuda:0"}
+    gpu_rows = [{**r, "tgt_tokens_per_batch": 25_000} for r in rows("bf16", [1, 2, 3])]
+    table = training_table(rows("fp32", [1, 2, 3]) + gpu_rows, machine)
+    assert "| peak GPU MB |" in table.splitlines()[0]
+    assert "Batches of about 25,000 target tokens." in table
+
+
+def test_the_training_benchmark_times_full_steps_of_each_engine():
+    from benchmarks.training import run
+
+    for engine in TRAINING_ENGINES[:1] + TRAINING_ENGINES[-1:]:  # torch, aiayn
+        row = run(engine, "multi30k", "fp32", seconds=0.0, tgt_tokens=64, device="cpu")
+        assert row["steps"] == 4 and row["tgt_tokens_per_s"] > 0 and row["peak_mb"] > 0
+        assert row["device"] == "cpu" and row["tgt_tokens_per_batch"] == 64

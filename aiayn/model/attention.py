@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from aiayn.machine import cpu_has_native_bf16
 from aiayn.model.embedding import RotaryEmbedding
@@ -53,7 +54,8 @@ def attention(
         has_key = mask.any(dim=-1, keepdim=True)  # (batch|1, heads|1, q_len|1, 1)
         mask = mask | ~has_key
     if not need_weights and fused_is_faster(q, k):
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
+        with no_cudnn_attention(q):
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
         return (out if mask is None else out * has_key), None
 
     scores = q @ k.transpose(-2, -1) / math.sqrt(d_head)  # (batch, heads, q_len, k_len)
@@ -75,6 +77,17 @@ def fused_is_faster(q: Tensor, k: Tensor) -> bool:
     if q.device.type != "cpu" or q.dtype == torch.float32 or k.size(2) >= 256:
         return True
     return not cpu_has_native_bf16()
+
+
+_NOT_CUDNN = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
+
+
+def no_cudnn_attention(q: Tensor):
+    """On a GPU, SDPA's kernels other than cuDNN's: torch prefers cuDNN's for bf16 on Hopper, and
+    cuDNN builds a plan for every new shape, which decoding (a new key length each step) and
+    length-bucketed training (a new batch shape each step) keep asking for: measured on an H200,
+    bf16 decoding ran 2-6x slower than fp32 with it (docs/benchmarks.md, GPU)."""
+    return sdpa_kernel(_NOT_CUDNN) if q.is_cuda else nullcontext()
 
 
 class MultiHeadAttention(nn.Module):

@@ -164,3 +164,11 @@ def test_keeping_weights_keeps_them_inside_and_restores_the_modules_after(monkey
         raise RuntimeError("stop")
     assert [m.keep_weights for m in modules] == [False, True]
     assert all(m.weights is None for m in modules)
+
+
+def test_on_the_cpu_sdpa_backends_are_left_as_they_are():
+    from aiayn.model.attention import no_cudnn_attention
+
+    before = torch.backends.cuda.cudnn_sdp_enabled()
+    with no_cudnn_attention(torch.randn(1, 1, 2, 4)):
+        assert torch.backends.cuda.cudnn_sdp_enabled() == before

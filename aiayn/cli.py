@@ -66,8 +66,8 @@ def add_data(sub: argparse._SubParsersAction) -> None:
     actions = data.add_subparsers(dest="action", required=True, metavar="ACTION")
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("dataset", choices=prepare.DATASETS)
-    common.add_argument("--src", default="de", help="source language (multi30k)")
-    common.add_argument("--tgt", default="en", help="target language (multi30k)")
+    common.add_argument("--src", default="de", help="source language (multi30k, tatoeba)")
+    common.add_argument("--tgt", default="en", help="target language (multi30k, tatoeba)")
     common.add_argument("--data-dir", help="data root (default: $AIAYN_DATA, else ~/.cache/aiayn)")
     common.add_argument("-o", "--out", help="tokenizer folder (default: data/<dataset>[-src-tgt])")
     p = actions.add_parser("prepare", parents=[common], help="fetch or find files, train tokenizer")
@@ -98,6 +98,7 @@ def run_data_prepare(args: argparse.Namespace) -> None:
         )
     else:
         report = prepare.prepare_translation(
+            dataset=args.dataset,
             src=args.src,
             tgt=args.tgt,
             out_dir=out,
@@ -343,7 +344,10 @@ def add_evaluate(sub: argparse._SubParsersAction) -> None:
     )
     _model_arguments(p)
     _search_arguments(p)
-    p.add_argument("--split", help="test2016, val, train (multi30k) or valid, train")
+    p.add_argument(
+        "--split",
+        help="test2016, val, train (multi30k), test, val, train (tatoeba) or valid, train",
+    )
     p.add_argument(
         "--files",
         nargs="+",

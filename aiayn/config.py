@@ -20,13 +20,13 @@ from aiayn.files import atomic_write
 from aiayn.generate.options import DecodeOptions
 from aiayn.model.config import ModelConfig
 
-Dataset = Literal["multi30k", "parallel", "tinyshakespeare", "text"]
+Dataset = Literal["multi30k", "tatoeba", "parallel", "tinyshakespeare", "text"]
 TokenizerType = Literal["bpe", "unigram", "char"]
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
 ResolvedPrecision = Literal["fp32", "bf16", "fp16"]
 Schedule = Literal["noam", "inverse_sqrt", "cosine", "constant"]
 BestMetric = Literal["auto", "bleu", "chrf", "loss"]
-TRANSLATION_DATASETS = ("multi30k", "parallel")
+TRANSLATION_DATASETS = ("multi30k", "tatoeba", "parallel")
 
 
 @dataclass(frozen=True)
@@ -34,12 +34,13 @@ class DataConfig:
     """What to train on and how to cut it into batches."""
 
     dataset: Dataset = "multi30k"
-    """`multi30k` (de/en/fr/cs captions), `parallel` (your own line-aligned files),
-    `tinyshakespeare` (characters) or `text` (your own text files, language modelling)."""
+    """`multi30k` (de/en/fr/cs captions), `tatoeba` (es-en or de-en sentence pairs,
+    `aiayn.data.tatoeba`), `parallel` (your own line-aligned files), `tinyshakespeare`
+    (characters) or `text` (your own text files, language modelling)."""
     src: str = "de"
-    """Source language (multi30k)."""
+    """Source language (multi30k, tatoeba)."""
     tgt: str = "en"
-    """Target language (multi30k)."""
+    """Target language (multi30k, tatoeba)."""
     data_dir: str | None = None
     """Data root for the named data sets; None: `$AIAYN_DATA`, else `~/.cache/aiayn`."""
     train_files: tuple[str, ...] = ()

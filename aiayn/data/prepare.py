@@ -19,9 +19,10 @@ from aiayn.data.corpus import (
     tinyshakespeare_text,
 )
 from aiayn.data.filtering import DEFAULT_MAX_RATIO, FilterReport, Pair, Policy, filter_pairs
+from aiayn.data.tatoeba import TATOEBA_SPLITS, tatoeba_pairs
 from aiayn.data.tokenizer import TOKENIZER_FILE, ModelType, Tokenizer
 
-DATASETS = ("multi30k", "tinyshakespeare")
+DATASETS = ("multi30k", "tatoeba", "tinyshakespeare")
 DEFAULT_VOCAB_SIZE = 8000
 """Joint BPE vocabulary for Multi30k. Its 29k training pairs hold ~25k German and ~15k English
 whitespace-separated types (~330k tokens a side). 8k joint pieces keep frequent words whole and
@@ -79,12 +80,15 @@ class PrepareReport:
 
 
 def default_out_dir(dataset: str, src: str = "de", tgt: str = "en") -> Path:
-    """`data/multi30k-<src>-<tgt>` or `data/<dataset>`: where `prepare` writes by default."""
-    return Path("data") / (f"{dataset}-{src}-{tgt}" if dataset == "multi30k" else dataset)
+    """`data/<dataset>-<src>-<tgt>` (translation) or `data/<dataset>`: where `prepare` writes by
+    default."""
+    paired = dataset in ("multi30k", "tatoeba")
+    return Path("data") / (f"{dataset}-{src}-{tgt}" if paired else dataset)
 
 
 def prepare_translation(
     *,
+    dataset: str = "multi30k",
     src: str = "de",
     tgt: str = "en",
     out_dir: str | Path,
@@ -96,15 +100,23 @@ def prepare_translation(
     policy: Policy = "skip",
     download: bool | None = None,
 ) -> PrepareReport:
-    """Train the joint Multi30k tokenizer on train (source + target) and report every split.
+    """Train the joint tokenizer of a translation data set (`multi30k`, `tatoeba`) on its train
+    split (source + target) and report every split.
 
-    Writes `<out_dir>/tokenizer.model`. Files are found in (or fetched into) the data root.
+    Writes `<out_dir>/tokenizer.model`. Multi30k's files are found in (or fetched into) the data
+    root; Tatoeba's are found there (`aiayn.data.tatoeba`).
     """
     if src == tgt:
         raise ValueError(f"source and target language are both {src!r}")
-    files = {split: _split_files(split, src, tgt, data_dir, download) for split in MULTI30K_SPLITS}
-    # Reading every split first: unequal line counts or bad UTF-8 stop us before any training.
-    texts = {split: read_parallel(*paths) for split, paths in files.items()}
+    if dataset == "multi30k":
+        files = {s: _split_files(s, src, tgt, data_dir, download) for s in MULTI30K_SPLITS}
+        # Reading every split first: unequal line counts or bad UTF-8 stop us before training.
+        texts = {split: read_parallel(*paths) for split, paths in files.items()}
+    elif dataset == "tatoeba":
+        files = dict.fromkeys(TATOEBA_SPLITS)  # one file for all splits: errors name the pair
+        texts = {split: tatoeba_pairs(split, src, tgt, data_dir) for split in TATOEBA_SPLITS}
+    else:
+        raise ValueError(f"{dataset!r} is not a translation data set; choose multi30k or tatoeba")
     path = Path(out_dir) / TOKENIZER_FILE
     start = time.perf_counter()
     train_sentences = [s for s, _ in texts["train"]] + [t for _, t in texts["train"]]
@@ -125,7 +137,7 @@ def prepare_translation(
         )
         splits.append(_split_stats(split, pairs_ids, report))
     return PrepareReport(
-        f"multi30k {src}-{tgt}", path, tokenizer.vocab_size, model_type, seconds, splits
+        f"{dataset} {src}-{tgt}", path, tokenizer.vocab_size, model_type, seconds, splits
     )
 
 
@@ -168,6 +180,8 @@ def show_examples(
     if dataset == "multi30k":
         paths = [multi30k_files(split, lang, data_dir) for lang in (src, tgt)]
         texts = [text for pair in read_parallel(*paths)[:n] for text in pair]
+    elif dataset == "tatoeba":
+        texts = [text for pair in tatoeba_pairs(split, src, tgt, data_dir)[:n] for text in pair]
     elif dataset == "tinyshakespeare":
         lines = split_text(tinyshakespeare_text(data_dir), split).split("\n")
         texts = [line for line in lines if line.strip()][:n]

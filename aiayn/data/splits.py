@@ -2,6 +2,7 @@
 `valid`) becomes sentence pairs or a text, for training, `aiayn evaluate` and the benchmarks.
 
     multi30k          train, val, test2016   (source, target) pairs, downloaded if missing
+    tatoeba           train, val, test       (source, target) pairs, split by aiayn.data.tatoeba
     parallel          train, valid           the run's own line-aligned files
     tinyshakespeare   train, val             the first 90% of the characters, and the rest
     text              train, valid           the run's own text files
@@ -20,9 +21,11 @@ from aiayn.data.corpus import (
     split_text,
     tinyshakespeare_text,
 )
+from aiayn.data.tatoeba import tatoeba_pairs
 
 SPLITS = {
     "multi30k": ("train", "val", "test2016"),
+    "tatoeba": ("train", "val", "test"),
     "parallel": ("train", "valid"),
     "tinyshakespeare": ("train", "val"),
     "text": ("train", "valid"),
@@ -30,6 +33,7 @@ SPLITS = {
 """Data set -> the split names it has; the second is what training validates on."""
 TEST_SPLIT = {
     "multi30k": "test2016",
+    "tatoeba": "test",
     "parallel": "valid",
     "tinyshakespeare": "val",
     "text": "valid",
@@ -63,6 +67,8 @@ def read_split(
         return read_parallel(
             multi30k_files(split, src, data_dir), multi30k_files(split, tgt, data_dir)
         )
+    if dataset == "tatoeba":
+        return tatoeba_pairs(split, src, tgt, data_dir)
     if dataset == "tinyshakespeare":
         return split_text(tinyshakespeare_text(data_dir), split)
     files = train_files if split == "train" else valid_files

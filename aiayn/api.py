@@ -22,7 +22,11 @@ from aiayn.data.splits import TEST_SPLIT, read_split
 from aiayn.data.tokenizer import TextTokenizer, Tokenizer, load_tokenizer
 from aiayn.evaluate.attention_maps import AttentionMaps, attention_weights
 from aiayn.evaluate.metrics import CorpusScore, bleu, chrf
-from aiayn.evaluate.perplexity import Perplexity, sliding_window_perplexity
+from aiayn.evaluate.perplexity import (
+    Perplexity,
+    column_perplexity,
+    sliding_window_perplexity,
+)
 from aiayn.files import atomic_write
 from aiayn.generate.options import DecodeOptions
 from aiayn.generate.sampling import generate as generate_ids
@@ -402,6 +406,7 @@ class TextModel:
         output: str | Path | None = None,
         context: int | None = None,
         stride: int | None = None,
+        columns: int | None = None,
         on_bad_input: OnBadInput = "error",
         progress: bool = False,
     ) -> Evaluation:
@@ -412,8 +417,11 @@ class TextModel:
         13a-tokenised text; `output` keeps the hypotheses, one per line; decoding follows
         `self.config.decode` (see `with_decode`) with `beam` and `alpha` if given. Language
         model: perplexity with sliding windows of `context` tokens (default: the model's
-        positions) moved by `stride` (default: half of it). Invalid UTF-8 in the files is an
-        error naming file and line, or replaced with U+FFFD (`on_bad_input="replace"`).
+        positions) moved by `stride` (default: half of it), or with `columns`, PyTorch's word
+        language model protocol (`aiayn.evaluate.perplexity.column_perplexity`: the text cut
+        into `columns` parts, each read in non-overlapping windows of `context`). Invalid UTF-8
+        in the files is an error naming file and line, or replaced with U+FFFD
+        (`on_bad_input="replace"`).
         """
         start = time.perf_counter()
         if not files:
@@ -439,9 +447,13 @@ class TextModel:
         text = self._lm_text(split, files, on_bad_input)
         tokens = torch.tensor(self.tokenizer.encode(text), dtype=torch.long)
         context = context or self.config.model.max_len
-        result = sliding_window_perplexity(
-            self.model, tokens, context=context, stride=stride or max(1, context // 2)
-        )
+        if columns is not None:
+            if stride is not None:
+                raise ValueError("columns reads non-overlapping windows: give no stride")
+            result = column_perplexity(self.model, tokens, columns=columns, context=context)
+        else:
+            stride = stride or max(1, context // 2)
+            result = sliding_window_perplexity(self.model, tokens, context=context, stride=stride)
         seconds = time.perf_counter() - start
         return Evaluation(name, 1, seconds, self.precision, perplexity=result)
 

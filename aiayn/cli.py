@@ -357,6 +357,12 @@ def add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--output", help="write the hypotheses here, one per line")
     p.add_argument("--context", type=int, help="perplexity window (default: the model's max_len)")
     p.add_argument("--stride", type=int, help="perplexity stride (default: context / 2)")
+    p.add_argument(
+        "--columns",
+        type=int,
+        help="perplexity as PyTorch's word language model: the text cut into this many columns, "
+        "each read in non-overlapping windows of --context (its tutorial: 10, --context 35)",
+    )
     _bad_input_argument(p)
     p.set_defaults(run=run_evaluate)
 
@@ -369,6 +375,7 @@ def run_evaluate(args: argparse.Namespace) -> None:
         output=args.output,
         context=args.context,
         stride=args.stride,
+        columns=args.columns,
         on_bad_input=args.on_bad_input,
         progress=True,
     )

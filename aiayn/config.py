@@ -20,8 +20,8 @@ from aiayn.files import atomic_write
 from aiayn.generate.options import DecodeOptions
 from aiayn.model.config import ModelConfig
 
-Dataset = Literal["multi30k", "tatoeba", "parallel", "tinyshakespeare", "text"]
-TokenizerType = Literal["bpe", "unigram", "char"]
+Dataset = Literal["multi30k", "tatoeba", "parallel", "tinyshakespeare", "wikitext2", "text"]
+TokenizerType = Literal["bpe", "unigram", "char", "word"]
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
 ResolvedPrecision = Literal["fp32", "bf16", "fp16"]
 Schedule = Literal["noam", "inverse_sqrt", "cosine", "constant"]
@@ -36,7 +36,8 @@ class DataConfig:
     dataset: Dataset = "multi30k"
     """`multi30k` (de/en/fr/cs captions), `tatoeba` (es-en or de-en sentence pairs,
     `aiayn.data.tatoeba`), `parallel` (your own line-aligned files), `tinyshakespeare`
-    (characters) or `text` (your own text files, language modelling)."""
+    (characters), `wikitext2` (WikiText-2's word-level files, local) or `text` (your own text
+    files, language modelling)."""
     src: str = "de"
     """Source language (multi30k, tatoeba)."""
     tgt: str = "en"
@@ -50,10 +51,12 @@ class DataConfig:
     tokenizer: str | None = None
     """An existing `tokenizer.model`; None trains one on the training data into the run dir."""
     tokenizer_type: TokenizerType = "bpe"
-    """Vocabulary to train: `bpe` (§5.1), `unigram` or `char`."""
+    """Vocabulary to train: `bpe` (§5.1), `unigram`, `char`, or `word` (white-space words, a
+    newline is `<eos>`, WikiText's `<unk>` kept: `aiayn.data.wordlevel`)."""
     vocab_size: int = 8000
     """Pieces of a trained tokenizer (shared by source and target, §3.4); the model's
-    `vocab_size` is set to the tokenizer's size."""
+    `vocab_size` is set to the tokenizer's size. For `char` and `word` an upper bound (the most
+    frequent are kept)."""
     max_len: int | None = None
     """Training pairs with a side longer than this (EOS/BOS included) are dropped; None: the
     model's `max_len`."""

@@ -1,5 +1,6 @@
 """Corpora: text readers (plain or .gz), the data root, and the named data sets (Multi30k, Tiny
-Shakespeare) with sha256-pinned downloads. Text stays text here; tokenizer.py turns it into ids.
+Shakespeare with sha256-pinned downloads; WikiText-2 from local files). Text stays text here;
+tokenizer.py turns it into ids.
 """
 
 from __future__ import annotations
@@ -43,6 +44,9 @@ TINYSHAKESPEARE_URL = (
     "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
 )
 TINYSHAKESPEARE_SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
+WIKITEXT2_SPLITS = ("train", "valid", "test")
+WIKITEXT2_TRAIN_BLOB = "2d84b35af79e411d73ea7cae83c73964c6ac83b4"
+"""`git hash-object train.txt` of pytorch/examples' copy (36,718 lines, 2,088,628 tokens)."""
 OnBadInput = Literal["error", "replace"]
 """Invalid UTF-8 in text read: stop with an error naming file, line and byte, or replace the
 bad bytes with U+FFFD (with a warning counting the lines) and go on."""
@@ -225,6 +229,28 @@ def tinyshakespeare_text(
     """
     path = data_root(data_dir) / "tinyshakespeare" / "input.txt"
     return read_text(_find_or_fetch(path, url, TINYSHAKESPEARE_SHA256, download, data_dir))
+
+
+def wikitext2_text(split: str, data_dir: str | Path | None = None) -> str:
+    """A split of WikiText-2 (v1, word level: `wiki.<split>.tokens` of wikitext-2-v1.zip, which
+    pytorch/examples' word_language_model ships as `<split>.txt`) from `<root>/wikitext-2/`.
+    Not downloaded: the files are read where the user put them.
+
+    Raises:
+        ValueError: An unknown split.
+        FileNotFoundError: The file is missing; the message says what to put where.
+    """
+    if split not in WIKITEXT2_SPLITS:
+        raise ValueError(f"unknown WikiText-2 split {split!r}; choose from {WIKITEXT2_SPLITS}")
+    path = data_root(data_dir) / "wikitext-2" / f"{split}.txt"
+    if not path.is_file():
+        check = f"; git hash-object gives {WIKITEXT2_TRAIN_BLOB}" if split == "train" else ""
+        raise FileNotFoundError(
+            f"{path}: not found; put WikiText-2's {split}.txt there (wiki.{split}.tokens of "
+            "wikitext-2-v1.zip, or pytorch/examples' word_language_model/data/wikitext-2/"
+            f"{split}.txt{check})"
+        )
+    return read_text(path)
 
 
 def split_text(text: str, split: str, *, train_fraction: float = 0.9) -> str:

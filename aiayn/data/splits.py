@@ -5,6 +5,7 @@
     tatoeba           train, val, test       (source, target) pairs, split by aiayn.data.tatoeba
     parallel          train, valid           the run's own line-aligned files
     tinyshakespeare   train, val             the first 90% of the characters, and the rest
+    wikitext2         train, valid, test     WikiText-2's word-level files (text)
     text              train, valid           the run's own text files
 """
 
@@ -20,6 +21,7 @@ from aiayn.data.corpus import (
     read_text,
     split_text,
     tinyshakespeare_text,
+    wikitext2_text,
 )
 from aiayn.data.tatoeba import tatoeba_pairs
 
@@ -28,6 +30,7 @@ SPLITS = {
     "tatoeba": ("train", "val", "test"),
     "parallel": ("train", "valid"),
     "tinyshakespeare": ("train", "val"),
+    "wikitext2": ("train", "valid", "test"),
     "text": ("train", "valid"),
 }
 """Data set -> the split names it has; the second is what training validates on."""
@@ -36,6 +39,7 @@ TEST_SPLIT = {
     "tatoeba": "test",
     "parallel": "valid",
     "tinyshakespeare": "val",
+    "wikitext2": "test",
     "text": "valid",
 }
 """What `aiayn evaluate` scores when no split is named."""
@@ -71,6 +75,8 @@ def read_split(
         return tatoeba_pairs(split, src, tgt, data_dir)
     if dataset == "tinyshakespeare":
         return split_text(tinyshakespeare_text(data_dir), split)
+    if dataset == "wikitext2":
+        return wikitext2_text(split, data_dir)
     files = train_files if split == "train" else valid_files
     if not files:
         field = "data.train_files" if split == "train" else "data.valid_files"

@@ -57,8 +57,8 @@ class TextTokenizer(Protocol):
 
 def load_tokenizer(folder: str | Path) -> TextTokenizer:
     """The tokenizer of a run (or data) folder, by its files: `tokenizer.model` (SentencePiece),
-    `source.spm` + `target.spm` + `vocab.json` (Marian) or `tokenizer.json` (byte-level BPE,
-    `tokenizers`).
+    `words.json` (words, `tokenizers`), `source.spm` + `target.spm` + `vocab.json` (Marian) or
+    `tokenizer.json` (byte-level BPE, `tokenizers`).
 
     Raises:
         FileNotFoundError: The folder holds neither.
@@ -66,10 +66,13 @@ def load_tokenizer(folder: str | Path) -> TextTokenizer:
     """
     from aiayn.data.bytelevel import BYTE_LEVEL_FILE, ByteLevelTokenizer
     from aiayn.data.marian_vocab import SOURCE_SPM, MarianVocabulary
+    from aiayn.data.wordlevel import WORD_LEVEL_FILE, WordTokenizer
 
     folder = Path(folder)
     if (folder / TOKENIZER_FILE).is_file():
         return Tokenizer.load(folder / TOKENIZER_FILE)
+    if (folder / WORD_LEVEL_FILE).is_file():
+        return WordTokenizer.from_files(folder)
     if (folder / SOURCE_SPM).is_file():
         return MarianVocabulary.from_files(folder)
     if (folder / BYTE_LEVEL_FILE).is_file():

@@ -1,6 +1,9 @@
 """Perplexity of a decoder-only model on a long text with a stated protocol: sliding windows of
 `context` tokens moved by `stride`, each token predicted once (Hugging Face's "perplexity of
-fixed-length models"; stride = context gives non-overlapping windows, as during training).
+fixed-length models"; stride = context gives non-overlapping windows, as during training); or,
+with `columns`, the protocol of PyTorch's word language model example and its nn.Transformer
+tutorial: the token stream cut into `columns` equal parts (`batchify`, the remainder dropped),
+each read in non-overlapping windows of `context` (`bptt`) tokens.
 """
 
 from __future__ import annotations
@@ -25,9 +28,17 @@ class Perplexity:
     """Tokens predicted: all but the first of the text."""
     context: int
     stride: int
+    columns: int | None = None
+    """The stream was cut into this many parts first (PyTorch's `batchify`); None: not cut."""
 
     @property
     def protocol(self) -> str:
+        if self.columns is not None:
+            return (
+                f"PyTorch's word language model protocol: the text cut into {self.columns} "
+                f"columns, each read in non-overlapping windows of {self.context} tokens (bptt); "
+                f"{self.n_tokens} tokens predicted"
+            )
         return (
             f"sliding windows of {self.context} tokens, stride {self.stride}: each of "
             f"{self.n_tokens} tokens predicted once with at least "
@@ -73,6 +84,31 @@ def sliding_window_perplexity(
             n_tokens += width - new_from
             scored_up_to = start + width
     return Perplexity(perplexity(nll, n_tokens), nll / n_tokens, n_tokens, context, stride)
+
+
+def column_perplexity(
+    model: LanguageModel, tokens: Tensor, *, columns: int, context: int, batch_size: int = 16
+) -> Perplexity:
+    """PyTorch's word language model protocol (`main.py`'s `batchify` and `evaluate`, as its
+    nn.Transformer tutorial scores WikiText-2 with `eval_batch_size = 10`, `bptt = 35`): keep the
+    first `len // columns * columns` tokens, cut them into `columns` contiguous parts, and score
+    every token of a part but its first in non-overlapping windows of `context` tokens, each
+    window starting without context. exp of the mean over all scored tokens."""
+    if columns < 1:
+        raise ValueError(f"columns must be positive, got {columns}")
+    length = tokens.numel() // columns
+    if length < 2:
+        raise ValueError(f"{tokens.numel()} tokens cannot be cut into {columns} columns of 2")
+    nll, n_tokens = 0.0, 0
+    for part in tokens[: length * columns].view(columns, length):
+        result = sliding_window_perplexity(
+            model, part, context=context, stride=context, batch_size=batch_size
+        )
+        nll += result.nll * result.n_tokens
+        n_tokens += result.n_tokens
+    return Perplexity(
+        perplexity(nll, n_tokens), nll / n_tokens, n_tokens, context, context, columns
+    )
 
 
 def _windows(tokens: Tensor, starts: list[int], context: int) -> Tensor:

@@ -16,6 +16,7 @@ from aiayn.data.batching import Batch, collate, example_lengths, lm_batch, windo
 from aiayn.data.filtering import filter_pairs
 from aiayn.data.splits import SPLITS, read_split
 from aiayn.data.tokenizer import TOKENIZER_FILE, TextTokenizer, Tokenizer, load_tokenizer
+from aiayn.data.wordlevel import WordTokenizer
 from aiayn.train.distributed import DistributedContext, barrier
 
 
@@ -118,9 +119,13 @@ def prepare_tokenizer(
         sentences = train.split("\n")
     else:
         sentences = [s for s, _ in train] + [t for _, t in train]
-    tokenizer = Tokenizer.train(
-        sentences, vocab_size=config.vocab_size, model_type=config.tokenizer_type, path=path
-    )
+    if config.tokenizer_type == "word":  # WikiText's words, `<unk>` kept (wordlevel.py)
+        tokenizer = WordTokenizer.train(sentences, vocab_size=config.vocab_size)
+        path = tokenizer.save_to(run_dir)
+    else:
+        tokenizer = Tokenizer.train(
+            sentences, vocab_size=config.vocab_size, model_type=config.tokenizer_type, path=path
+        )
     return (
         f"tokenizer: trained {config.tokenizer_type} with {tokenizer.vocab_size} pieces on "
         f"{len(sentences)} training sentences -> {path}"

@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from aiayn.evaluate.perplexity import sliding_window_perplexity
+from aiayn.evaluate.perplexity import column_perplexity, sliding_window_perplexity
 from tests.generate.models import tiny_model
 
 
@@ -53,3 +53,30 @@ def test_bad_protocols_are_refused(lm_and_text):
         sliding_window_perplexity(lm, tokens, context=17, stride=4)
     with pytest.raises(ValueError, match="stride"):
         sliding_window_perplexity(lm, tokens, context=8, stride=9)
+
+
+def pytorch_example_nll(lm, tokens: torch.Tensor, columns: int, bptt: int) -> float:
+    """PyTorch word_language_model's main.py, as written there: `batchify`, then `evaluate` over
+    `get_batch` chunks, `total_loss += len(data) * criterion(...)`, divided by len - 1."""
+    n = tokens.numel() // columns
+    data = tokens[: n * columns].view(columns, -1).t().contiguous()  # (n, columns)
+    total = 0.0
+    with torch.no_grad():
+        for i in range(0, data.size(0) - 1, bptt):
+            seq_len = min(bptt, len(data) - 1 - i)
+            source, target = data[i : i + seq_len], data[i + 1 : i + 1 + seq_len]
+            logits = lm(source.t())  # batch-first here: (columns, seq_len, vocab)
+            loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), target.t().flatten())
+            total += len(source) * float(loss)
+    return total / (len(data) - 1)
+
+
+@pytest.mark.parametrize(("columns", "bptt"), [(1, 8), (3, 8), (4, 5)])
+def test_columns_follow_the_pytorch_example_protocol(lm_and_text, columns, bptt):
+    lm, tokens = lm_and_text
+    result = column_perplexity(lm, tokens, columns=columns, context=bptt, batch_size=3)
+    assert result.nll == pytest.approx(pytorch_example_nll(lm, tokens, columns, bptt), abs=1e-5)
+    assert result.n_tokens == columns * (len(tokens) // columns - 1)
+    assert f"cut into {columns} columns" in str(result) and result.columns == columns
+    with pytest.raises(ValueError, match="cannot be cut into 30 columns"):
+        column_perplexity(lm, tokens, columns=30, context=bptt)

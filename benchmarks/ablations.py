@@ -61,6 +61,8 @@ ROWS = [
     ),  # fmt: skip
     Row("A-heads-1", "A", "1 head, d_k = d_v = 256", ("model.n_heads=1",)),
     Row("A-heads-8", "A", "8 heads, d_k = d_v = 32", ("model.n_heads=8",)),
+    Row("B-dk-16", "B", "d_k 16 (d_v 64)", ("model.d_k=16",)),
+    Row("B-dk-32", "B", "d_k 32 (d_v 64)", ("model.d_k=32",)),
     Row("C-layers-2", "C", "2+2 layers", ("model.n_encoder_layers=2", "model.n_decoder_layers=2")),
     Row("C-layers-4", "C", "4+4 layers", ("model.n_encoder_layers=4", "model.n_decoder_layers=4")),
     Row("C-dmodel-128", "C", "d_model 128 (d_k 32)", ("model.d_model=128",)),
@@ -92,6 +94,7 @@ ROWS = [
 GROUPS = {
     "base": "The base row",
     "A": "(A) attention heads at constant compute",
+    "B": "(B) attention key size",
     "C": "(C) model size",
     "D": "(D) regularisation",
     "E": "(E) positions",

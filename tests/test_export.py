@@ -54,6 +54,21 @@ def test_options_marian_cannot_express_are_named():
         check_exportable(tiny_config(norm_first=True))
     with pytest.raises(ValueError, match=r"model.positions='rope'"):
         check_exportable(tiny_config(positions="rope"))
+    with pytest.raises(ValueError, match=r"model.d_k=4 \(needs d_model / n_heads, 8\)"):
+        check_exportable(tiny_config(d_k=4))
+
+
+def test_onnx_and_gpt2_refuse_a_smaller_key_size():
+    from aiayn.convert.gpt2 import check_exportable as gpt2_exportable
+    from aiayn.convert.onnx import export_onnx
+    from aiayn.model.transformer import build_model
+
+    with pytest.raises(ValueError, match="onnx export needs d_k = d_model / n_heads"):
+        export_onnx(build_model(tiny_config(d_k=4)), None, "unused")
+    lm = tiny_config("decoder-only", d_k=4, norm_first=True, positions="learned",
+                     scale_embeddings=False)  # fmt: skip
+    with pytest.raises(ValueError, match=r"cannot export as hf-gpt2: d_k=4 \(GPT-2"):
+        gpt2_exportable(lm)
 
 
 def test_export_command_writes_weights_config_and_vocabulary(tmp_path):

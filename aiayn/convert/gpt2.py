@@ -152,6 +152,8 @@ def check_exportable(config: ModelConfig) -> None:
              if getattr(config, k) != v]  # fmt: skip
     if config.activation not in _EXPORTED_ACTIVATION:
         wrong.append(f"activation={config.activation!r}")
+    if config.d_key != config.d_head:
+        wrong.append(f"d_k={config.d_k} (GPT-2: d_model / n_heads, {config.d_head})")
     if wrong:
         raise ValueError(f"cannot export as hf-gpt2: {', '.join(wrong)}")
 

@@ -186,6 +186,8 @@ def check_exportable(config: ModelConfig) -> None:
     ]
     if config.activation not in _EXPORTED_ACTIVATION:
         wrong.append(f"model.activation={config.activation!r}")
+    if config.d_key != config.d_head:
+        wrong.append(f"model.d_k={config.d_k} (needs d_model / n_heads, {config.d_head})")
     if wrong:
         raise ValueError("the hf-marian format cannot express " + ", ".join(wrong))
 

@@ -123,7 +123,8 @@ def export_onnx(model: Transformer, tokenizer: TextTokenizer, out_dir: str | Pat
     with torch's exporter (batch, source length and cache length dynamic).
 
     Raises:
-        ValueError: Not an encoder-decoder, or rotary positions (not exported yet).
+        ValueError: Not an encoder-decoder, rotary positions (not exported yet), or a d_k
+            other than d_model / n_heads.
         ImportError: onnx / onnxscript are not installed (`pip install "aiayn[onnx]"`).
     """
     config = model.config
@@ -131,6 +132,8 @@ def export_onnx(model: Transformer, tokenizer: TextTokenizer, out_dir: str | Pat
         raise ValueError("onnx export covers encoder-decoders (translation models) for now")
     if config.positions == "rope":
         raise ValueError("onnx export of rotary positions (model.positions rope) is not done yet")
+    if config.d_key != config.d_head:
+        raise ValueError(f"onnx export needs d_k = d_model / n_heads, got model.d_k={config.d_k}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     model = model.eval().float().cpu()

@@ -112,6 +112,7 @@ class MultiHeadAttention(nn.Module):
         d_model: int,
         n_heads: int,
         *,
+        d_k: int | None = None,
         dropout: float = 0.0,
         rotary: RotaryEmbedding | None = None,
     ) -> None:
@@ -119,11 +120,12 @@ class MultiHeadAttention(nn.Module):
         if d_model % n_heads != 0:
             raise ValueError(f"d_model ({d_model}) must be divisible by n_heads ({n_heads})")
         self.n_heads = n_heads
-        self.d_head = d_model // n_heads
+        self.d_head = d_model // n_heads  # d_v
+        self.d_k = d_k or self.d_head
         self.dropout = dropout
         self.rotary = rotary
-        self.q_proj = nn.Linear(d_model, d_model)  # W^Q for all heads at once
-        self.k_proj = nn.Linear(d_model, d_model)  # W^K
+        self.q_proj = nn.Linear(d_model, n_heads * self.d_k)  # W^Q for all heads at once
+        self.k_proj = nn.Linear(d_model, n_heads * self.d_k)  # W^K
         self.v_proj = nn.Linear(d_model, d_model)  # W^V
         self.out_proj = nn.Linear(d_model, d_model)  # W^O
         self.keep_weights = False
@@ -164,9 +166,10 @@ class MultiHeadAttention(nn.Module):
         return self.out_proj(out), weights
 
     def split_heads(self, x: Tensor) -> Tensor:
-        """(batch, len, d_model) -> (batch, heads, len, d_head)."""
-        batch, length, _ = x.shape
-        return x.view(batch, length, self.n_heads, self.d_head).transpose(1, 2)
+        """(batch, len, heads * d) -> (batch, heads, len, d): d is d_k for queries and keys,
+        d_v = d_head for values."""
+        batch, length, width = x.shape
+        return x.view(batch, length, self.n_heads, width // self.n_heads).transpose(1, 2)
 
 
 @contextmanager

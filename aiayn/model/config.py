@@ -29,6 +29,10 @@ class ModelConfig:
     """Width of every sub-layer output and of the embeddings (§3.1)."""
     n_heads: int = 8
     """Attention heads h (§3.2.2); d_head = d_model / n_heads."""
+    d_k: int | None = None
+    """Query and key width per head; None: d_model / n_heads, as §3.2.2. Smaller is Table 3's
+    row (B) ("reducing the attention key size d_k hurts model quality"); values keep
+    d_v = d_model / n_heads."""
     d_ff: int = 2048
     """Inner width of the position-wise feed-forward network (§3.3)."""
     n_encoder_layers: int = 6
@@ -78,8 +82,10 @@ class ModelConfig:
             raise ValueError(
                 f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})"
             )
-        if self.positions == "rope" and self.d_head % 2 != 0:
-            raise ValueError(f"rotary positions need an even d_head, got {self.d_head}")
+        if self.d_k is not None and self.d_k <= 0:
+            raise ValueError(f"d_k must be positive, got {self.d_k}")
+        if self.positions == "rope" and self.d_key % 2 != 0:
+            raise ValueError(f"rotary positions need an even d_k, got {self.d_key}")
         for name in ("vocab_size", "d_model", "n_heads", "d_ff", "max_len"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
@@ -97,8 +103,13 @@ class ModelConfig:
 
     @property
     def d_head(self) -> int:
-        """d_k = d_v = d_model / h (§3.2.2)."""
+        """d_v = d_model / h (§3.2.2), and d_k too unless `d_k` says otherwise."""
         return self.d_model // self.n_heads
+
+    @property
+    def d_key(self) -> int:
+        """d_k: `d_k` if set, else `d_head`."""
+        return self.d_k if self.d_k is not None else self.d_head
 
     def replace(self, **changes: object) -> ModelConfig:
         """A copy with some fields changed (validated again)."""

@@ -48,8 +48,9 @@ class EncoderLayer(nn.Module):
     def __init__(self, config: ModelConfig, rotary: RotaryEmbedding | None = None) -> None:
         super().__init__()
         self.self_attn = MultiHeadAttention(
-            config.d_model, config.n_heads, dropout=config.attention_dropout, rotary=rotary
-        )
+            config.d_model, config.n_heads, d_k=config.d_k, dropout=config.attention_dropout,
+            rotary=rotary,
+        )  # fmt: skip
         self.feed_forward = FeedForward(
             config.d_model,
             config.d_ff,
@@ -84,10 +85,11 @@ class DecoderLayer(nn.Module):
     ) -> None:
         super().__init__()
         d_model, n_heads, p = config.d_model, config.n_heads, config.attention_dropout
-        self.self_attn = MultiHeadAttention(d_model, n_heads, dropout=p, rotary=rotary)
+        d_k = config.d_k
+        self.self_attn = MultiHeadAttention(d_model, n_heads, d_k=d_k, dropout=p, rotary=rotary)
         self.self_attn_residual = Residual(config)
         self.cross_attn = (
-            MultiHeadAttention(d_model, n_heads, dropout=p) if cross_attention else None
+            MultiHeadAttention(d_model, n_heads, d_k=d_k, dropout=p) if cross_attention else None
         )
         self.cross_attn_residual = Residual(config) if cross_attention else None
         self.feed_forward = FeedForward(

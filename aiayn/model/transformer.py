@@ -239,7 +239,7 @@ def new_token_embedding(config: ModelConfig) -> TokenEmbedding:
 
 
 def new_rotary(config: ModelConfig) -> RotaryEmbedding | None:
-    return RotaryEmbedding(config.max_len, config.d_head) if config.positions == "rope" else None
+    return RotaryEmbedding(config.max_len, config.d_key) if config.positions == "rope" else None
 
 
 @torch.no_grad()

@@ -28,6 +28,8 @@ VARIANTS = {
     "learned": tiny_config(positions="learned"),
     "rope": tiny_config(positions="rope"),
     "untied": tiny_config(share_embeddings=False, tie_output=False),
+    "small-dk": tiny_config(d_k=4),  # Table 3 (B): d_k 4 < d_model / h = 8
+    "rope-dk": tiny_config(positions="rope", d_k=6),
     "lm": tiny_config("decoder-only"),
     "lm-rope": tiny_config("decoder-only", positions="rope"),
 }

@@ -172,3 +172,22 @@ def test_on_the_cpu_sdpa_backends_are_left_as_they_are():
     before = torch.backends.cuda.cudnn_sdp_enabled()
     with no_cudnn_attention(torch.randn(1, 1, 2, 4)):
         assert torch.backends.cuda.cudnn_sdp_enabled() == before
+
+
+def test_a_smaller_key_size_projects_queries_and_keys_to_d_k_and_scales_by_its_root():
+    """Table 3 (B): d_k below d_model / h, values keep d_v = d_model / h."""
+    torch.manual_seed(0)
+    mha = MultiHeadAttention(32, 4, d_k=3).eval()
+    assert mha.q_proj.weight.shape == mha.k_proj.weight.shape == (12, 32)
+    assert mha.v_proj.weight.shape == mha.out_proj.weight.shape == (32, 32)
+    x = torch.randn(2, 5, 32)
+    out, weights = mha(x, need_weights=True)
+    q = mha.q_proj(x).view(2, 5, 4, 3).transpose(1, 2)
+    k = mha.k_proj(x).view(2, 5, 4, 3).transpose(1, 2)
+    v = mha.v_proj(x).view(2, 5, 4, 8).transpose(1, 2)
+    expected_weights = (q @ k.transpose(-2, -1) / 3**0.5).softmax(-1)
+    expected = mha.out_proj((expected_weights @ v).transpose(1, 2).reshape(2, 5, 32))
+    torch.testing.assert_close(weights, expected_weights)
+    torch.testing.assert_close(out, expected)
+    fused, _ = mha(x)  # the SDPA path with d_k != d_v
+    torch.testing.assert_close(fused, expected, rtol=1e-4, atol=1e-5)

@@ -31,9 +31,18 @@ def test_preset_overrides_and_unknown_name():
         ({"vocab_size": 3}, r"eos_id \(3\) outside the vocabulary \(size 3\)"),
         ({"dropout": 1.0}, "dropout must be in"),
         ({"kind": "encoder"}, "kind must be"),
-        ({"positions": "rope", "d_model": 12, "n_heads": 4}, "even d_head"),
+        ({"positions": "rope", "d_model": 12, "n_heads": 4}, "even d_k"),
     ],
 )
 def test_bad_values_are_named(changes, message):
     with pytest.raises(ValueError, match=message):
         ModelConfig(**changes)
+
+
+def test_d_k_defaults_to_d_model_over_h_and_is_checked():
+    assert ModelConfig(d_model=64, n_heads=4).d_key == 16
+    assert ModelConfig(d_model=64, n_heads=4, d_k=8).d_key == 8
+    with pytest.raises(ValueError, match="d_k must be positive"):
+        ModelConfig(d_model=64, n_heads=4, d_k=0)
+    with pytest.raises(ValueError, match="rotary positions need an even d_k, got 5"):
+        ModelConfig(d_model=64, n_heads=4, d_k=5, positions="rope")

@@ -152,6 +152,17 @@ def add_train(sub: argparse._SubParsersAction) -> None:
         help="fine-tune: start from this run's weights and tokenizer (train.init_from)",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the resolved plan (processes, tokens per update, updates, checkpoints, "
+        "memory per process) and exit: nothing is read, trained or written",
+    )
+    p.add_argument(
+        "--world-size",
+        type=int,
+        help="with --dry-run: plan for this many processes (default: $WORLD_SIZE, else 1)",
+    )
     p.set_defaults(run=run_train)
 
 
@@ -169,6 +180,11 @@ def run_train(args: argparse.Namespace) -> None:
     run_dir = Path(args.run_dir) if args.run_dir else default_run_dir(args.config)
     overrides = [*args.set, *([f"train.init_from={args.init_from}"] if args.init_from else [])]
     config = load_config(args.config or run_dir / CONFIG_FILE, overrides)
+    if args.dry_run:
+        print(_train_plan(config, args.world_size or int(os.environ.get("WORLD_SIZE", "1"))))
+        return
+    if args.world_size is not None:
+        raise ValueError("--world-size plans a run (--dry-run); torchrun sets the real one")
     main_rank = os.environ.get("RANK", "0") == "0"
     try:
         result = train(config, run_dir=run_dir, resume=args.resume, progress=not args.no_progress)
@@ -184,6 +200,16 @@ def run_train(args: argparse.Namespace) -> None:
         ) from None
     if result.stopped_by is not None:  # the loop said where it saved
         raise SystemExit(stop_exit_code(_signal_number(result.stopped_by)))
+
+
+def _train_plan(config, world_size: int):
+    from aiayn.train.distributed import resolve_device
+    from aiayn.train.plan import plan_training
+
+    device = str(resolve_device(config.train.device))
+    precision, _ = resolve_precision(config.train.precision, describe_machine(device))
+    shown = device if config.train.device != "auto" else f"auto (here: {device})"
+    return plan_training(config, world_size=world_size, device=shown, precision=precision)
 
 
 def _signal_number(name: str) -> int:

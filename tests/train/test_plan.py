@@ -1,0 +1,63 @@
+"""`aiayn train --dry-run`: the resolved plan of a run for any number of processes, printed
+without reading data, training or writing anything."""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+
+import pytest
+import torch
+
+from aiayn.cli import main
+from aiayn.config import load_config
+from aiayn.model.transformer import build_model
+from aiayn.train.plan import ADAM_BYTES_PER_PARAMETER, plan_training
+
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+
+
+@pytest.mark.parametrize(("world_size", "accumulate"), [(1, 7), (2, 4), (8, 1), (16, 1)])
+def test_the_paper_recipe_keeps_its_tokens_per_update_on_any_number_of_processes(
+    world_size, accumulate
+):
+    config = load_config(CONFIGS / "paper-base-wmt14-en-de.yaml")
+    plan = plan_training(config, world_size=world_size, device="cuda", precision="bf16")
+    assert plan.accumulate == accumulate
+    assert plan.tokens_per_update == 4096 * world_size * accumulate >= 28_672
+    with torch.device("meta"):
+        expected = sum(p.numel() for p in build_model(config.model).parameters())
+    assert plan.parameters == expected and plan.updates == 100_000
+    assert plan.state_gib == pytest.approx(expected * ADAM_BYTES_PER_PARAMETER / 2**30)
+    peak = 512**-0.5 * 4000**-0.5  # Eq. 3 at step = warmup_steps
+    assert f"peak lr {peak:.2e}" in plan.schedule and "every 1,500 updates (66 in all)" in str(plan)
+
+
+def test_fp32_keeps_twice_the_layer_activations_of_bf16():
+    config = load_config(CONFIGS / "multi30k-de-en.yaml")
+    bf16, fp32 = (plan_training(config, world_size=1, device="cpu", precision=p).activation_gib
+                  for p in ("bf16", "fp32"))  # fmt: skip
+    logits = 4096 * 3 * 4 * 8000 / 2**30  # the same in both: fp32 over the vocabulary
+    assert fp32 - logits == pytest.approx(2 * (bf16 - logits))
+    with pytest.raises(ValueError, match="world size must be at least 1"):
+        plan_training(config, world_size=0, device="cpu", precision="fp32")
+
+
+def test_dry_run_prints_the_plan_and_touches_nothing(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("AIAYN_DATA", str(tmp_path / "no-data-here"))
+    monkeypatch.chdir(tmp_path)
+    main(["train", str(CONFIGS / "multi30k-de-en.yaml"), "--dry-run", "--world-size", "4",
+          "--set", "train.tokens_per_update=32768"])  # fmt: skip
+    out = capsys.readouterr().out
+    assert "processes: 4 (world size)" in out
+    assert "4,096 tokens per side and process, 2 per update -> 32,768" in out
+    assert re.search(r"memory per process \(estimate\): [\d.]+ GiB", out)
+    assert list(tmp_path.iterdir()) == []  # no run directory, no data fetched
+    assert math.isfinite(float(re.search(r"([\d.]+) GiB", out).group(1)))
+
+
+def test_world_size_without_dry_run_is_refused(capsys):
+    with pytest.raises(SystemExit):
+        main(["train", str(CONFIGS / "multi30k-de-en.yaml"), "--world-size", "4"])
+    assert "--world-size plans a run (--dry-run)" in capsys.readouterr().err

@@ -86,6 +86,18 @@ def add_data(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--split", default="val")
     s.add_argument("-n", type=int, default=3, help="number of sentences")
     s.set_defaults(run=run_data_show)
+    b = actions.add_parser(
+        "binarize",
+        help="tokenize line-aligned files once into memory-mapped shards (aiayn.data.binarized)",
+    )
+    b.add_argument("--source", required=True, help="source-language file (plain or .gz)")
+    b.add_argument("--target", required=True, help="target-language file, line-aligned")
+    b.add_argument("--tokenizer", required=True, help="folder with the tokenizer (a run's)")
+    b.add_argument("-o", "--out", required=True, help="folder of the shards")
+    b.add_argument("--split", default="train", help="split name (default: train)")
+    b.add_argument("--shard-pairs", type=int, default=1_000_000, help="pairs per shard")
+    b.add_argument("--workers", type=int, help="tokenizer processes (default: cores, at most 8)")
+    b.set_defaults(run=run_data_binarize)
 
 
 def run_data_prepare(args: argparse.Namespace) -> None:
@@ -111,6 +123,21 @@ def run_data_prepare(args: argparse.Namespace) -> None:
             download=False if args.no_download else None,
         )
     print(report)
+
+
+def run_data_binarize(args: argparse.Namespace) -> None:
+    import time
+
+    from aiayn.data.binarized import binarize_pairs
+
+    start = time.perf_counter()
+    shards = binarize_pairs(
+        args.source, args.target, args.tokenizer, args.out, split=args.split,
+        shard_pairs=args.shard_pairs, workers=args.workers,
+    )  # fmt: skip
+    pairs, ids = sum(s.pairs for s in shards), sum(s.ids for s in shards)
+    print(f"{args.out}: split {args.split}, {pairs:,} pairs, {ids:,} ids in {len(shards)} "
+          f"shards, {time.perf_counter() - start:.1f} s")  # fmt: skip
 
 
 def run_data_show(args: argparse.Namespace) -> None:

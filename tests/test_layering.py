@@ -31,11 +31,11 @@ ALLOWED: dict[str, set[str]] = {
     "convert": {"convert", "model", "data", "train.checkpoint"},
     # text in, text out over generate/: the one translation path under train/ and api.py
     "translate": {"model", "data", "generate"},
-    # `aiayn data prepare/show` only touch text files and tokenizers, so the CLI calls
-    # aiayn.data.prepare directly, and reads `translate`'s input through the corpus reader
+    # `aiayn data prepare/show/binarize` only touch text files and tokenizers, so the CLI calls
+    # aiayn.data.prepare and .binarized directly, and reads translate's input via the corpus reader
     # (STYLE.md's table routes everything else through api/train).
     # `aiayn serve` starts the server (imported lazily: the `serve` extra may be missing)
-    "cli": {"api", "config", "train", "data.prepare", "data.corpus", "serve"},
+    "cli": {"api", "config", "train", "data.prepare", "data.corpus", "data.binarized", "serve"},
     "serve": {"serve", "api", "config", "train"},
     "__init__": {"model", "api", "config"},
     "__main__": {"cli"},

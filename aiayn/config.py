@@ -20,13 +20,15 @@ from aiayn.files import atomic_write
 from aiayn.generate.options import DecodeOptions
 from aiayn.model.config import ModelConfig
 
-Dataset = Literal["multi30k", "tatoeba", "parallel", "tinyshakespeare", "wikitext2", "text"]
+Dataset = Literal[
+    "multi30k", "tatoeba", "parallel", "binarized", "tinyshakespeare", "wikitext2", "text"
+]
 TokenizerType = Literal["bpe", "unigram", "char", "word"]
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
 ResolvedPrecision = Literal["fp32", "bf16", "fp16"]
 Schedule = Literal["noam", "inverse_sqrt", "cosine", "constant"]
 BestMetric = Literal["auto", "bleu", "chrf", "loss"]
-TRANSLATION_DATASETS = ("multi30k", "tatoeba", "parallel")
+TRANSLATION_DATASETS = ("multi30k", "tatoeba", "parallel", "binarized")
 
 
 @dataclass(frozen=True)
@@ -35,15 +37,17 @@ class DataConfig:
 
     dataset: Dataset = "multi30k"
     """`multi30k` (de/en/fr/cs captions), `tatoeba` (es-en or de-en sentence pairs,
-    `aiayn.data.tatoeba`), `parallel` (your own line-aligned files), `tinyshakespeare`
-    (characters), `wikitext2` (WikiText-2's word-level files, local) or `text` (your own text
-    files, language modelling)."""
+    `aiayn.data.tatoeba`), `parallel` (your own line-aligned files), `binarized` (the shards
+    `aiayn data binarize` wrote into `data_dir`, read from disk as batches need them),
+    `tinyshakespeare` (characters), `wikitext2` (WikiText-2's word-level files, local) or `text`
+    (your own text files, language modelling)."""
     src: str = "de"
     """Source language (multi30k, tatoeba)."""
     tgt: str = "en"
     """Target language (multi30k, tatoeba)."""
     data_dir: str | None = None
-    """Data root for the named data sets; None: `$AIAYN_DATA`, else `~/.cache/aiayn`."""
+    """Data root for the named data sets; None: `$AIAYN_DATA`, else `~/.cache/aiayn`. For
+    `binarized`, the folder of shards (with its `train` and `valid` splits and tokenizer)."""
     train_files: tuple[str, ...] = ()
     """`parallel`: (source file, target file); `text`: (text file,)."""
     valid_files: tuple[str, ...] = ()

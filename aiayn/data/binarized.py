@@ -149,6 +149,15 @@ class BinarizedPairs:
         return ids[offset : offset + n_src], ids[offset + n_src : offset + n_src + n_tgt]
 
 
+def decoded_pairs(folder: str | Path, split: str) -> list[tuple[str, str]]:
+    """A split's pairs as text again, through the folder's tokenizer (SentencePiece decodes
+    what it encoded exactly): for validation BLEU and `aiayn evaluate`, not for big splits."""
+    tokenizer = load_tokenizer(folder)
+    pairs = BinarizedPairs(folder, split)
+    return [(tokenizer.decode(s.tolist()), tokenizer.decode(t.tolist())) for s, t in
+            (pairs[i] for i in range(len(pairs)))]  # fmt: skip
+
+
 def read_header(folder: str | Path) -> dict:
     """The header of a binarized folder, checked for format and version."""
     file = Path(folder) / HEADER_FILE

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
+
 Policy = Literal["skip", "truncate", "error"]
 POLICIES = ("skip", "truncate", "error")
 Pair = tuple[list[int], list[int]]
@@ -97,6 +99,24 @@ def filter_pairs(
         else:
             setattr(report, problem, getattr(report, problem) + 1)
     return kept, report
+
+
+def filter_lengths(
+    lengths: np.ndarray, *, max_len: int, max_ratio: float = DEFAULT_MAX_RATIO, name: str = ""
+) -> tuple[np.ndarray, FilterReport]:
+    """`filter_pairs`' rules (policy `skip`) on (pairs, 2) source and target lengths alone, for
+    corpora whose ids stay on disk (`aiayn.data.binarized`). Returns the indices kept, in
+    order, and the report."""
+    if max_len < 2 or max_ratio < 1.0:
+        raise ValueError(f"need max_len >= 2 and max_ratio >= 1, got {max_len}, {max_ratio}")
+    src, tgt = lengths[:, 0], lengths[:, 1]
+    longer, shorter = np.maximum(src, tgt), np.minimum(src, tgt)
+    empty = shorter == 0
+    too_long = ~empty & (longer + 1 > max_len)
+    bad_ratio = ~empty & ~too_long & (longer > max_ratio * shorter)
+    report = FilterReport(name=name, total=len(lengths), empty=int(empty.sum()),
+                          too_long=int(too_long.sum()), bad_ratio=int(bad_ratio.sum()))  # fmt: skip
+    return np.flatnonzero(~(empty | too_long | bad_ratio)), report
 
 
 def _problem(src: list[int], tgt: list[int], max_len: int, max_ratio: float) -> str | None:

@@ -6,6 +6,7 @@
     parallel          train, valid           the run's own line-aligned files
     tinyshakespeare   train, val             the first 90% of the characters, and the rest
     wikitext2         train, valid, test     WikiText-2's word-level files (text)
+    binarized         train, valid           `aiayn data binarize` shards in data_dir, decoded
     text              train, valid           the run's own text files
 """
 
@@ -14,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+from aiayn.data.binarized import decoded_pairs
 from aiayn.data.corpus import (
     OnBadInput,
     multi30k_files,
@@ -31,6 +33,7 @@ SPLITS = {
     "parallel": ("train", "valid"),
     "tinyshakespeare": ("train", "val"),
     "wikitext2": ("train", "valid", "test"),
+    "binarized": ("train", "valid"),
     "text": ("train", "valid"),
 }
 """Data set -> the split names it has; the second is what training validates on."""
@@ -40,6 +43,7 @@ TEST_SPLIT = {
     "parallel": "valid",
     "tinyshakespeare": "val",
     "wikitext2": "test",
+    "binarized": "valid",
     "text": "valid",
 }
 """What `aiayn evaluate` scores when no split is named."""
@@ -77,6 +81,10 @@ def read_split(
         return split_text(tinyshakespeare_text(data_dir), split)
     if dataset == "wikitext2":
         return wikitext2_text(split, data_dir)
+    if dataset == "binarized":
+        if data_dir is None:
+            raise ValueError("dataset binarized reads the folder in data.data_dir; none given")
+        return decoded_pairs(data_dir, split)
     files = train_files if split == "train" else valid_files
     if not files:
         field = "data.train_files" if split == "train" else "data.valid_files"

@@ -13,7 +13,8 @@ import torch
 
 from aiayn.config import DataConfig
 from aiayn.data.batching import Batch, collate, example_lengths, lm_batch, window_starts
-from aiayn.data.filtering import filter_pairs
+from aiayn.data.binarized import BinarizedPairs
+from aiayn.data.filtering import filter_lengths, filter_pairs
 from aiayn.data.splits import SPLITS, read_split
 from aiayn.data.tokenizer import TOKENIZER_FILE, TextTokenizer, Tokenizer, load_tokenizer
 from aiayn.data.wordlevel import WordTokenizer
@@ -24,8 +25,9 @@ from aiayn.train.distributed import DistributedContext, barrier
 class Split:
     """One split as the batch sampler sees it: a length per example and a batch maker."""
 
-    lengths: list[int]
-    """Padded length of each example (what `TokenBatchSampler` budgets)."""
+    lengths: Sequence[int]
+    """Padded length of each example (what `TokenBatchSampler` budgets); a numpy array for
+    binarized data."""
     make_batch: Callable[[Sequence[int]], Batch]
     """Example indices -> `Batch`."""
 
@@ -62,6 +64,8 @@ def load_task_data(
     the run `init_from` names (fine-tuning), else a copy of `config.tokenizer`, else trained on
     the training split (source and target together).
     """
+    if config.dataset == "binarized":
+        return _binarized_data(config, run_dir, ctx, config.max_len or max_len, init_from)
     notes: list[str] = []
     if ctx.is_main:
         texts = read_texts(config)
@@ -101,8 +105,10 @@ def prepare_tokenizer(
     train: list[tuple[str, str]] | str,
     *,
     init_from: str | Path | None = None,
+    source: Path | None = None,
 ) -> str:
-    """Make sure the run directory has a tokenizer; returns a line saying where it came from."""
+    """Make sure the run directory has a tokenizer; returns a line saying where it came from.
+    `source`: a folder whose tokenizer the data was encoded with (binarized shards)."""
     path = run_dir / TOKENIZER_FILE
     try:
         load_tokenizer(run_dir)  # a resumed run's
@@ -112,6 +118,9 @@ def prepare_tokenizer(
     if init_from is not None:
         load_tokenizer(init_from).save_to(run_dir)
         return f"tokenizer: copied from {init_from} (train.init_from)"
+    if source is not None:
+        load_tokenizer(source).save_to(run_dir)
+        return f"tokenizer: copied from {source} (the one its ids were made with)"
     if config.tokenizer is not None:
         Tokenizer.load(config.tokenizer).save(path)  # checked, and written atomically
         return f"tokenizer: copied {config.tokenizer}"
@@ -152,6 +161,48 @@ def _translation_data(
         notes.append(str(report))
         splits.append(_pair_split(kept, tokenizer))
     return TaskData(tokenizer, splits[0], splits[1], valid_pairs=list(texts[1]))
+
+
+def _binarized_data(
+    config: DataConfig,
+    run_dir: Path,
+    ctx: DistributedContext,
+    max_len: int,
+    init_from: str | Path | None,
+) -> TaskData:
+    """Splits of a binarized folder (`aiayn.data.binarized`): lengths and filtering from the
+    index, ids read from the memory-mapped shards only when a batch needs them. The folder's
+    tokenizer is the run's (a resumed run keeps its own; fine-tuning takes `init_from`'s)."""
+    if config.data_dir is None:
+        raise ValueError("dataset binarized reads the folder in data.data_dir; none given")
+    folder = Path(config.data_dir)
+    notes: list[str] = []
+    if ctx.is_main:
+        notes.append(prepare_tokenizer(config, run_dir, [], init_from=init_from, source=folder))
+    barrier(ctx)
+    tokenizer = load_tokenizer(run_dir)
+    specials = dict(pad_id=tokenizer.pad_id, bos_id=tokenizer.bos_id, eos_id=tokenizer.eos_id)
+    splits = []
+    for name in ("train", "valid"):
+        pairs = BinarizedPairs(folder, name)
+        if pairs.vocab_size > tokenizer.vocab_size:
+            raise ValueError(f"{folder}: ids of {pairs.vocab_size} pieces, the run's tokenizer "
+                             f"has {tokenizer.vocab_size}")  # fmt: skip
+        lengths = pairs.lengths()
+        kept, report = filter_lengths(
+            lengths, max_len=max_len, max_ratio=config.max_ratio, name=name
+        )
+        if not len(kept):
+            raise ValueError(f"no {name} pairs left after filtering: {report}")
+        notes.append(str(report))
+
+        def make_batch(indices: Sequence[int], pairs=pairs, kept=kept) -> Batch:
+            rows = [pairs[int(kept[i])] for i in indices]
+            return collate([(s.tolist(), t.tolist()) for s, t in rows], index=indices, **specials)
+
+        splits.append(Split(lengths[kept].max(axis=1) + 1, make_batch))
+    valid = read_split("binarized", "valid", data_dir=folder)
+    return TaskData(tokenizer, splits[0], splits[1], valid_pairs=valid, notes=notes)
 
 
 def _pair_split(pairs: list[tuple[list[int], list[int]]], tokenizer: TextTokenizer) -> Split:

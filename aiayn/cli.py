@@ -86,6 +86,17 @@ def add_data(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--split", default="val")
     s.add_argument("-n", type=int, default=3, help="number of sentences")
     s.set_defaults(run=run_data_show)
+    t = actions.add_parser(
+        "tokenizer", help="learn a joint vocabulary from text files (plain or .gz, streamed)"
+    )
+    t.add_argument("--files", nargs="+", required=True, help="both languages' training files")
+    t.add_argument("-o", "--out", required=True, help="folder for the tokenizer file")
+    t.add_argument("--vocab-size", type=int, default=prepare.DEFAULT_VOCAB_SIZE)
+    t.add_argument("--model-type", choices=["bpe", "unigram", "char", "word"], default="bpe")
+    t.add_argument(
+        "--max-sentences", type=int, help="learn from a random sample of this many lines"
+    )
+    t.set_defaults(run=run_data_tokenizer)
     b = actions.add_parser(
         "binarize",
         help="tokenize line-aligned files once into memory-mapped shards (aiayn.data.binarized)",
@@ -123,6 +134,17 @@ def run_data_prepare(args: argparse.Namespace) -> None:
             download=False if args.no_download else None,
         )
     print(report)
+
+
+def run_data_tokenizer(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from aiayn.data.prepare import train_tokenizer_on_files
+
+    print(train_tokenizer_on_files(
+        [Path(f) for f in args.files], args.out, vocab_size=args.vocab_size,
+        model_type=args.model_type, max_sentences=args.max_sentences,
+    ))  # fmt: skip
 
 
 def run_data_binarize(args: argparse.Namespace) -> None:

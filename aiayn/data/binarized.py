@@ -20,19 +20,19 @@ tokenization runs in worker processes over chunks of lines, streamed from plain 
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import json
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
-from itertools import islice
+from itertools import islice, zip_longest
 from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
+from aiayn.data.corpus import iter_lines
 from aiayn.data.tokenizer import TextTokenizer, load_tokenizer
 from aiayn.files import atomic_write
 
@@ -240,31 +240,14 @@ def _pieces(tokenizer: TextTokenizer) -> list[str]:
 def _pairs(source: Path, target: Path) -> Iterator[tuple[str, str]]:
     """Line pairs of two files, streamed (plain or gzip); unequal lengths and invalid UTF-8
     are errors naming the file and line."""
-    with _open(source) as src, _open(target) as tgt:
-        number = 0
-        while True:
-            s, t = _readline(src, source, number + 1), _readline(tgt, target, number + 1)
-            if not s and not t:
-                return
-            if not s or not t:
-                short, long = (source, target) if not s else (target, source)
-                raise ValueError(f"parallel files differ in length: {short} has {number} lines, "
-                                 f"{long} more")  # fmt: skip
-            number += 1
-            yield s.rstrip("\n").removesuffix("\r"), t.rstrip("\n").removesuffix("\r")
-
-
-def _readline(file, path: Path, number: int) -> str:
-    """One line, decoded here (a text stream decodes ahead in blocks, so its errors would name
-    the wrong line)."""
-    try:
-        return file.readline().decode("utf-8")
-    except UnicodeDecodeError as error:
-        raise ValueError(f"{path}:{number}: invalid UTF-8 ({error.reason})") from None
-
-
-def _open(path: Path):
-    return gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
+    number, end = 0, object()
+    for s, t in zip_longest(iter_lines(source), iter_lines(target), fillvalue=end):
+        if s is end or t is end:
+            short, long = (source, target) if s is end else (target, source)
+            raise ValueError(f"parallel files differ in length: {short} has {number} lines, "
+                             f"{long} more")  # fmt: skip
+        number += 1
+        yield s, t
 
 
 def _chunks(items: Iterator, size: int) -> Iterator[list]:

@@ -16,6 +16,7 @@ import urllib.error
 import urllib.request
 import warnings
 import zlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO, Literal
 
@@ -163,6 +164,25 @@ def read_lines(path: str | Path, *, on_bad_input: OnBadInput = "error") -> list[
         ValueError: Invalid UTF-8, naming the file and line (see `OnBadInput`).
     """
     return split_lines(read_text(path, on_bad_input=on_bad_input))
+
+
+def iter_lines(path: str | Path) -> Iterator[str]:
+    """The lines of a plain or .gz file one at a time, without line endings, in constant
+    memory (for corpora too big to read whole; `read_lines` otherwise).
+
+    Raises:
+        ValueError: Invalid UTF-8, naming the file and line (decoded line by line: a text
+            stream decodes ahead in blocks, so its errors would name the wrong line).
+    """
+    path = Path(path)
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as file:
+        for number, line in enumerate(file, 1):
+            try:
+                text = line.decode("utf-8")
+            except UnicodeDecodeError as error:
+                raise ValueError(f"{path}:{number}: invalid UTF-8 ({error.reason})") from None
+            yield text.removesuffix("\n").removesuffix("\r")
 
 
 def read_parallel(

@@ -165,6 +165,43 @@ def prepare_language_model(
     return PrepareReport("tinyshakespeare", path, tokenizer.vocab_size, "char", seconds, splits)
 
 
+def train_tokenizer_on_files(
+    files: Sequence[Path],
+    out_dir: str | Path,
+    *,
+    vocab_size: int = DEFAULT_VOCAB_SIZE,
+    model_type: str = "bpe",
+    max_sentences: int | None = None,
+) -> str:
+    """Learn one vocabulary from text files (both languages: §3.4's shared vocabulary), read
+    line by line; `word` keeps every word up to `vocab_size`. Returns a line saying what was
+    written where.
+
+    Raises:
+        FileNotFoundError: A file is missing (named).
+    """
+    for file in files:
+        if not Path(file).is_file():
+            raise FileNotFoundError(f"{file}: no such file")
+    start = time.perf_counter()
+    if model_type == "word":
+        from itertools import chain
+
+        from aiayn.data.corpus import iter_lines
+        from aiayn.data.wordlevel import WordTokenizer
+
+        lines = chain.from_iterable(iter_lines(f) for f in files)
+        tokenizer = WordTokenizer.train(lines, vocab_size=vocab_size)
+        path = tokenizer.save_to(out_dir)
+    else:
+        path = Path(out_dir) / TOKENIZER_FILE
+        tokenizer = Tokenizer.train(list(files), vocab_size=vocab_size, model_type=model_type,
+                                    path=path, max_sentences=max_sentences)  # fmt: skip
+    sample = f" (a sample of {max_sentences:,} lines)" if max_sentences else ""
+    return (f"{model_type} tokenizer, {tokenizer.vocab_size} pieces, from {len(files)} files"
+            f"{sample} in {time.perf_counter() - start:.1f} s -> {path}")  # fmt: skip
+
+
 def show_examples(
     dataset: str,
     *,

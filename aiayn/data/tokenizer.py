@@ -14,7 +14,7 @@ from typing import Literal, Protocol
 
 import sentencepiece as spm
 
-from aiayn.data.corpus import read_lines
+from aiayn.data.corpus import iter_lines
 from aiayn.files import atomic_write
 
 PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
@@ -109,6 +109,7 @@ class Tokenizer:
         model_type: ModelType = "bpe",
         path: str | Path | None = None,
         num_threads: int | None = None,
+        max_sentences: int | None = None,
     ) -> Tokenizer:
         """Learn a vocabulary from sentences.
 
@@ -122,6 +123,9 @@ class Tokenizer:
                 (Kudo 2018) or `char`.
             path: Where to save the model (`tokenizer.model`); None keeps it in memory.
             num_threads: Trainer threads; defaults to the CPU count.
+            max_sentences: Learn from a random sample of this many sentences (SentencePiece
+                keeps them as it reads: memory bounded on corpora of millions of lines);
+                None: all of them.
 
         Raises:
             TypeError: `texts_or_files` is a single string.
@@ -129,6 +133,8 @@ class Tokenizer:
         """
         if isinstance(texts_or_files, str):
             raise TypeError("texts_or_files is one string; pass a list of sentences or Paths")
+        if max_sentences is not None and max_sentences <= 100:
+            raise ValueError(f"max_sentences must be over 100 (SentencePiece), got {max_sentences}")
         char = model_type == "char"
         model = io.BytesIO()
         try:
@@ -148,7 +154,8 @@ class Tokenizer:
                 add_dummy_prefix=not char,
                 user_defined_symbols=["\n"] if char else [],
                 hard_vocab_limit=not char,
-                input_sentence_size=0,
+                input_sentence_size=max_sentences or 0,
+                shuffle_input_sentence=True,
                 num_threads=num_threads or os.cpu_count() or 1,
                 minloglevel=2,
             )
@@ -250,6 +257,6 @@ def _sentences(texts_or_files: Iterable[str] | Iterable[Path] | Path) -> Iterato
     items = [texts_or_files] if isinstance(texts_or_files, Path) else texts_or_files
     for item in items:
         if isinstance(item, Path):
-            yield from read_lines(item)
+            yield from iter_lines(item)  # streamed: corpora of millions of lines
         else:
             yield item

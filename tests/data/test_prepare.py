@@ -110,3 +110,36 @@ def test_missing_files_without_download(tmp_path, capsys):
     with pytest.raises(SystemExit):
         prepare(tmp_path, tmp_path / "out")
     assert "train.de.gz is missing (downloading is off" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("model_type", "extra"), [("bpe", []), ("bpe", ["--max-sentences",
+                         "150"]), ("word", [])])  # fmt: skip
+def test_the_tokenizer_command_learns_from_plain_and_gzip_files(tmp_path, capsys, model_type,
+                                                                 extra):  # fmt: skip
+    import gzip
+
+    from aiayn.cli import main
+    from aiayn.data.tokenizer import load_tokenizer
+
+    de = [f"der Hund {i} läuft im Garten" for i in range(40)]
+    en = [f"the dog {i} runs in the garden" for i in range(40)]
+    (tmp_path / "train.de").write_text("\n".join(de) + "\n")
+    (tmp_path / "train.en.gz").write_bytes(gzip.compress(("\n".join(en) + "\n").encode()))
+    files = [str(tmp_path / "train.de"), str(tmp_path / "train.en.gz")]
+    main(["data", "tokenizer", "--files", *files, "-o", str(tmp_path / "tok"),
+          "--vocab-size", "400", "--model-type", model_type, *extra])  # fmt: skip
+    out = capsys.readouterr().out
+    assert f"{model_type} tokenizer" in out and "from 2 files" in out
+    assert ("a sample of 150 lines" in out) == bool(extra)
+    tokenizer = load_tokenizer(tmp_path / "tok")
+    assert tokenizer.decode(tokenizer.encode("the dog runs")) == "the dog runs"
+    if model_type == "word":
+        assert tokenizer.pieces("läuft garden") == ["läuft", "garden"]
+
+
+def test_the_tokenizer_command_names_a_missing_file(tmp_path, capsys):
+    from aiayn.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["data", "tokenizer", "--files", str(tmp_path / "nope.en"), "-o", str(tmp_path)])
+    assert "nope.en: no such file" in capsys.readouterr().err

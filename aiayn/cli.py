@@ -229,8 +229,10 @@ def run_train(args: argparse.Namespace) -> None:
     run_dir = Path(args.run_dir) if args.run_dir else default_run_dir(args.config)
     overrides = [*args.set, *([f"train.init_from={args.init_from}"] if args.init_from else [])]
     config = load_config(args.config or run_dir / CONFIG_FILE, overrides)
-    if args.dry_run:
-        print(_train_plan(config, args.world_size or int(os.environ.get("WORLD_SIZE", "1"))))
+    if args.dry_run:  # under torchrun every process plans; rank 0 prints
+        plan = _train_plan(config, args.world_size or int(os.environ.get("WORLD_SIZE", "1")))
+        if os.environ.get("RANK", "0") == "0":
+            print(plan)
         return
     if args.world_size is not None:
         raise ValueError("--world-size plans a run (--dry-run); torchrun sets the real one")

@@ -4,7 +4,11 @@ without reading data, training or writing anything."""
 from __future__ import annotations
 
 import math
+import os
 import re
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -61,3 +65,36 @@ def test_world_size_without_dry_run_is_refused(capsys):
     with pytest.raises(SystemExit):
         main(["train", str(CONFIGS / "multi30k-de-en.yaml"), "--world-size", "4"])
     assert "--world-size plans a run (--dry-run)" in capsys.readouterr().err
+
+
+def test_the_big_recipe_has_the_papers_parameter_count():
+    config = load_config(CONFIGS / "paper-big-wmt14-en-de.yaml")
+    plan = plan_training(config, world_size=8, device="cuda", precision="bf16")
+    assert plan.parameters == pytest.approx(213e6, rel=0.01)  # Table 3, big: 213M
+    assert plan.updates == 300_000 and "every 600 updates" in plan.checkpoints
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("launch", ["standalone", "rendezvous"])
+def test_the_torchrun_command_lines_of_docs_scale_start_the_dry_run(launch):
+    """The launcher flags docs/scale.md gives (single node; multi-node rendezvous on one node
+    here), with the dry run as the job: every process plans, rank 0 prints."""
+    if launch == "standalone":
+        flags = ["--standalone"]
+    else:
+        flags = ["--nnodes", "1", "--rdzv_backend", "c10d", "--rdzv_id", "wmt14",
+                 "--rdzv_endpoint", f"127.0.0.1:{free_port()}"]  # fmt: skip
+    command = [sys.executable, "-m", "torch.distributed.run", *flags, "--nproc_per_node", "2",
+               "-m", "aiayn", "train", str(CONFIGS / "paper-big-wmt14-en-de.yaml"),
+               "--dry-run"]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.count("processes: 2 (world size)") == 1
+    assert "4 per update -> 32,768 tokens per side and update" in result.stdout

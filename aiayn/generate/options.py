@@ -31,7 +31,9 @@ class DecodeOptions:
     coverage: float = 0.0
     """GNMT coverage penalty weight beta (0: off)."""
     max_len_a: float = 1.5
-    """Output length limit = max_len_a * source length + max_len_b (§6.1: input length + 50)."""
+    """Output length limit = max_len_a * source length + max_len_b. The default, 1.5 x + 10,
+    suits short sentences; the paper's is input length + 50 (§6.1: a = 1, b = 50), which the
+    WMT14 configs set."""
     max_len_b: int = 10
     """See `max_len_a`."""
     min_len: int = 0

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, get_args
 
 ModelKind = Literal["encoder-decoder", "decoder-only"]
 Positions = Literal["sinusoidal", "learned", "rope"]
@@ -98,8 +98,13 @@ class ModelConfig:
                     f"{name} ({getattr(self, name)}) outside the vocabulary (size "
                     f"{self.vocab_size})"
                 )
-        if self.kind not in ("encoder-decoder", "decoder-only"):
-            raise ValueError(f"kind must be 'encoder-decoder' or 'decoder-only', got {self.kind!r}")
+        choices = (("kind", ModelKind), ("positions", Positions), ("activation", Activation),
+                   ("init", Init), ("sinusoid_layout", SinusoidLayout))  # fmt: skip
+        for name, allowed in choices:  # the YAML loader checks these too; Python callers not
+            if getattr(self, name) not in get_args(allowed):
+                raise ValueError(
+                    f"{name} must be one of {get_args(allowed)}, got {getattr(self, name)!r}"
+                )
 
     @property
     def d_head(self) -> int:

@@ -46,3 +46,13 @@ def test_d_k_defaults_to_d_model_over_h_and_is_checked():
         ModelConfig(d_model=64, n_heads=4, d_k=0)
     with pytest.raises(ValueError, match="rotary positions need an even d_k, got 5"):
         ModelConfig(d_model=64, n_heads=4, d_k=5, positions="rope")
+
+
+@pytest.mark.parametrize(
+    ("field", "typo"),
+    [("positions", "sinusoid"), ("sinusoid_layout", "concatenated"), ("init", "foo"),
+     ("activation", "RELU"), ("kind", "encoder")],
+)  # fmt: skip
+def test_a_mistyped_choice_from_python_is_refused_not_silently_replaced(field, typo):
+    with pytest.raises(ValueError, match=f"{field} must be one of .*, got '{typo}'"):
+        ModelConfig(**{field: typo})

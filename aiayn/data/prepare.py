@@ -5,14 +5,16 @@ tokenizer, encode and filter the splits, and report sizes, length percentiles an
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from itertools import chain
 from pathlib import Path
 
 import numpy as np
 
 from aiayn.data.corpus import (
     MULTI30K_SPLITS,
+    iter_lines,
     multi30k_files,
     read_parallel,
     split_text,
@@ -20,7 +22,8 @@ from aiayn.data.corpus import (
 )
 from aiayn.data.filtering import DEFAULT_MAX_RATIO, FilterReport, Pair, Policy, filter_pairs
 from aiayn.data.tatoeba import TATOEBA_SPLITS, tatoeba_pairs
-from aiayn.data.tokenizer import TOKENIZER_FILE, ModelType, Tokenizer
+from aiayn.data.tokenizer import TOKENIZER_FILE, ModelType, TextTokenizer, Tokenizer
+from aiayn.data.wordlevel import WordTokenizer
 
 DATASETS = ("multi30k", "tatoeba", "tinyshakespeare")
 DEFAULT_VOCAB_SIZE = 8000
@@ -165,6 +168,26 @@ def prepare_language_model(
     return PrepareReport("tinyshakespeare", path, tokenizer.vocab_size, "char", seconds, splits)
 
 
+def train_tokenizer(
+    texts: Iterable[str],
+    out_dir: str | Path,
+    *,
+    model_type: str,
+    vocab_size: int,
+    max_sentences: int | None = None,
+) -> tuple[TextTokenizer, Path]:
+    """The one place a vocabulary is learnt from sentences and saved into `out_dir`: `word`
+    (`aiayn.data.wordlevel`, every word up to `vocab_size`) or a SentencePiece `bpe`, `unigram`
+    or `char` model. Returns the tokenizer and the file written."""
+    if model_type == "word":
+        words = WordTokenizer.train(texts, vocab_size=vocab_size)
+        return words, words.save_to(out_dir)
+    path = Path(out_dir) / TOKENIZER_FILE
+    tokenizer = Tokenizer.train(texts, vocab_size=vocab_size, model_type=model_type, path=path,
+                                max_sentences=max_sentences)  # fmt: skip
+    return tokenizer, path
+
+
 def train_tokenizer_on_files(
     files: Sequence[Path],
     out_dir: str | Path,
@@ -184,19 +207,10 @@ def train_tokenizer_on_files(
         if not Path(file).is_file():
             raise FileNotFoundError(f"{file}: no such file")
     start = time.perf_counter()
-    if model_type == "word":
-        from itertools import chain
-
-        from aiayn.data.corpus import iter_lines
-        from aiayn.data.wordlevel import WordTokenizer
-
-        lines = chain.from_iterable(iter_lines(f) for f in files)
-        tokenizer = WordTokenizer.train(lines, vocab_size=vocab_size)
-        path = tokenizer.save_to(out_dir)
-    else:
-        path = Path(out_dir) / TOKENIZER_FILE
-        tokenizer = Tokenizer.train(list(files), vocab_size=vocab_size, model_type=model_type,
-                                    path=path, max_sentences=max_sentences)  # fmt: skip
+    lines = chain.from_iterable(iter_lines(f) for f in files)
+    tokenizer, path = train_tokenizer(
+        lines, out_dir, model_type=model_type, vocab_size=vocab_size, max_sentences=max_sentences
+    )
     sample = f" (a sample of {max_sentences:,} lines)" if max_sentences else ""
     return (f"{model_type} tokenizer, {tokenizer.vocab_size} pieces, from {len(files)} files"
             f"{sample} in {time.perf_counter() - start:.1f} s -> {path}")  # fmt: skip

@@ -15,9 +15,9 @@ from aiayn.config import DataConfig
 from aiayn.data.batching import Batch, collate, example_lengths, lm_batch, window_starts
 from aiayn.data.binarized import BinarizedPairs
 from aiayn.data.filtering import filter_lengths, filter_pairs
+from aiayn.data.prepare import train_tokenizer
 from aiayn.data.splits import SPLITS, read_split
 from aiayn.data.tokenizer import TOKENIZER_FILE, TextTokenizer, Tokenizer, load_tokenizer
-from aiayn.data.wordlevel import WordTokenizer
 from aiayn.train.distributed import DistributedContext, barrier
 
 
@@ -128,13 +128,9 @@ def prepare_tokenizer(
         sentences = train.split("\n")
     else:
         sentences = [s for s, _ in train] + [t for _, t in train]
-    if config.tokenizer_type == "word":  # WikiText's words, `<unk>` kept (wordlevel.py)
-        tokenizer = WordTokenizer.train(sentences, vocab_size=config.vocab_size)
-        path = tokenizer.save_to(run_dir)
-    else:
-        tokenizer = Tokenizer.train(
-            sentences, vocab_size=config.vocab_size, model_type=config.tokenizer_type, path=path
-        )
+    tokenizer, path = train_tokenizer(
+        sentences, run_dir, model_type=config.tokenizer_type, vocab_size=config.vocab_size
+    )
     return (
         f"tokenizer: trained {config.tokenizer_type} with {tokenizer.vocab_size} pieces on "
         f"{len(sentences)} training sentences -> {path}"

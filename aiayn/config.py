@@ -28,6 +28,7 @@ Precision = Literal["auto", "fp32", "bf16", "fp16"]
 ResolvedPrecision = Literal["fp32", "bf16", "fp16"]
 Schedule = Literal["noam", "inverse_sqrt", "cosine", "constant"]
 BestMetric = Literal["auto", "bleu", "chrf", "loss"]
+Strategy = Literal["ddp", "fsdp"]
 TRANSLATION_DATASETS = ("multi30k", "tatoeba", "parallel", "binarized")
 
 
@@ -101,6 +102,13 @@ class TrainConfig:
     """Also stop after this many passes over the training data."""
     device: str = "auto"
     """`auto` (CUDA if available), `cpu`, `cuda` or `cuda:N`."""
+    strategy: Strategy = "ddp"
+    """Under torchrun: `ddp`, the whole model on every process, or `fsdp`, weights, gradients
+    and Adam's moments sharded over the processes (FSDP2, one group per layer); see
+    `aiayn/train/parallel.py`. Checkpoints are the same either way. One process: no effect."""
+    activation_checkpointing: bool = False
+    """Keep only each layer's input for the backward pass and recompute the rest there: the
+    same gradients, less memory, about a third more compute."""
     precision: Precision = "auto"
     """`auto`: bf16 where the device multiplies bf16 natively (CPUs with AVX512-BF16, AMX or ARM
     BF16; GPUs of compute capability 8.0+), fp16 on GPUs of capability 7.x, else fp32 (see

@@ -127,7 +127,7 @@ def save_checkpoint(
     model: nn.Module,
     state: TrainerState,
     *,
-    optimizer: torch.optim.Optimizer | None = None,
+    optimizer_state: dict[str, Any] | None = None,
     scheduler: dict[str, Any] | None = None,
 ) -> Path:
     """Write a checkpoint folder atomically and durably: into `.tmp-<name>` beside it, every
@@ -147,9 +147,9 @@ def save_checkpoint(
     tmp.mkdir(parents=True)
     try:
         _save_weights(model, tmp / WEIGHTS_FILE)
-        if optimizer is not None:
+        if optimizer_state is not None:
             with open(tmp / OPTIMIZER_FILE, "wb") as out:
-                torch.save(optimizer.state_dict(), out)
+                torch.save(optimizer_state, out)
                 out.flush()
                 os.fsync(out.fileno())
         if scheduler is not None:

@@ -19,7 +19,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from aiayn.config import (
@@ -65,6 +64,17 @@ from aiayn.train.distributed import (
 )
 from aiayn.train.log import MetricsLog
 from aiayn.train.loss import batch_loss
+from aiayn.train.parallel import (
+    checkpoint_activations,
+    clip_gradients,
+    gather_optimizer_state,
+    gather_weights,
+    local_parameters,
+    shard,
+    shard_optimizer_state,
+    without_gradient_sync,
+    wrap_ddp,
+)
 from aiayn.train.schedule import learning_rate
 from aiayn.train.stop import Abandon, Stopped, StopSignals, signal_name
 from aiayn.train.task import load_task_data
@@ -115,8 +125,9 @@ def train(
     """Train the model `config` describes, writing checkpoints and metrics to `run_dir`.
 
     Under `torchrun` every process calls this; they form a process group and train with
-    DistributedDataParallel, and only rank 0 writes. With `resume`, training continues exactly
-    from the latest checkpoint in `run_dir` that loads (or starts if there is none).
+    DistributedDataParallel or FSDP (`train.strategy`), and only rank 0 writes. With `resume`,
+    training continues exactly from the latest checkpoint in `run_dir` that loads (or starts if
+    there is none).
 
     SIGTERM or SIGINT (Ctrl-C; in the main thread) finishes the update under way, saves a
     checkpoint and returns a result with `stopped_by` set (under torchrun all ranks agree on the
@@ -201,14 +212,7 @@ class Trainer:
         self.model = self._seeded_model()
         if init_from is not None and not (resume and latest_checkpoint(run_dir)):
             load_weights(self.model, resolve_weights(init_from, "best"), device=ctx.device)
-        self.optimizer = torch.optim.Adam(
-            self.model.parameters(),
-            lr=0.0,
-            betas=tc.betas,
-            eps=tc.adam_eps,
-            weight_decay=tc.weight_decay,
-            fused=True,  # one kernel per tensor, not ~10
-        )
+        self.optimizer = self._adam()
         self.scaler = torch.amp.GradScaler(ctx.device.type, enabled=self.precision == "fp16")
         self.sampler = TokenBatchSampler(
             self.data.train.lengths,
@@ -223,14 +227,55 @@ class Trainer:
         self.state, self.saved_step = TrainerState(), None
         if resume:
             self._restore()
-        self.ddp = self.model
-        if ctx.distributed:
-            ids = [ctx.device.index] if ctx.device.type == "cuda" else None
-            self.ddp = DistributedDataParallel(self.model, device_ids=ids)
+        self.sharded = ctx.distributed and tc.strategy == "fsdp"
+        self.parallel, self.whole = self._spread_over_processes()
         self.log = MetricsLog(
             run_dir, enabled=ctx.is_main, resume_step=self.state.step if resume else None
         )
         self.window = np.zeros(5)  # loss, nll, target tokens, tokens, seconds since the last log
+
+    def _adam(self) -> torch.optim.Optimizer:
+        tc = self.config.train
+        return torch.optim.Adam(
+            self.model.parameters(),
+            lr=0.0,
+            betas=tc.betas,
+            eps=tc.adam_eps,
+            weight_decay=tc.weight_decay,
+            fused=True,  # one kernel per tensor, not ~10
+        )
+
+    def _spread_over_processes(self) -> tuple[torch.nn.Module, torch.nn.Module | None]:
+        """After restoring into the whole model: activation checkpointing if asked, then DDP or
+        FSDP under torchrun. Returns the module the updates run (the DDP wrapper, or the model
+        itself) and, under FSDP, rank 0's unsharded copy that validations and checkpoints
+        gather the weights into (built without drawing from the RNG a resume restored)."""
+        tc, ctx = self.config.train, self.ctx
+        if tc.activation_checkpointing:
+            checkpoint_activations(self.model)
+        if not ctx.distributed:
+            return self.model, None
+        if not self.sharded:
+            return wrap_ddp(self.model, ctx), None
+        whole = None
+        if ctx.is_main:
+            with torch.random.fork_rng(devices=[]):
+                whole = build_model(self.config.model).to(ctx.device)
+        restored = self.optimizer.state_dict()
+        shard(self.model, ctx)
+        self.optimizer = self._adam()  # over the shards
+        if restored["state"]:
+            self.optimizer.load_state_dict(shard_optimizer_state(restored, self.optimizer))
+        return self.model, whole
+
+    def _whole_model(self, *, gather: bool = True) -> torch.nn.Module | None:
+        """The model with whole weights, on rank 0 (None on the others under FSDP, where this
+        gathers the shards unless they are gathered already: then every process calls it)."""
+        if not self.sharded:
+            return self.model
+        if gather:
+            gather_weights(self.model, self.whole)
+        return self.whole
 
     def run(self) -> TrainResult:
         """Update until `max_steps` (or `max_epochs`), validating and saving on the way."""
@@ -278,14 +323,14 @@ class Trainer:
         tc, ctx, device = self.config.train, self.ctx, self.ctx.device
         local = [sum(b.n_tgt_tokens for b in batches), sum(b.n_src_tokens for b in batches)]
         n_target, n_source = all_reduce_sum([float(n) for n in local], ctx)
-        scale = ctx.world_size / n_target  # DDP divides the summed gradients by world_size
+        scale = ctx.world_size / n_target  # DDP and FSDP average the gradients over processes
         sums = torch.zeros(2, dtype=torch.float64, device=device)
         for i, batch in enumerate(batches):
             last = i == len(batches) - 1
-            with nullcontext() if last or not ctx.distributed else self.ddp.no_sync():
+            with nullcontext() if last else without_gradient_sync(self.parallel):
                 with self.autocast():
                     out = batch_loss(
-                        self.ddp,
+                        self.parallel,
                         batch.to(device),
                         epsilon=tc.label_smoothing,
                         pad_id=self.config.model.pad_id,
@@ -298,7 +343,7 @@ class Trainer:
         if finite:
             self.scaler.unscale_(self.optimizer)
             max_norm = tc.clip_norm if tc.clip_norm > 0 else math.inf
-            grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm).item()
+            grad_norm = clip_gradients(self.model, max_norm)
             finite = math.isfinite(grad_norm) or self.scaler.is_enabled()  # fp16: scaler skips
         if finite:
             for group in self.optimizer.param_groups:
@@ -321,11 +366,12 @@ class Trainer:
         when the score improved)."""
         validation, best = None, False
         self.state.pending_validation = False
+        whole = self._whole_model()
         if self.ctx.is_main:
             try:
                 with self.stop.abandonable():
                     validation = validate(
-                        self.model,
+                        whole,
                         self.data,
                         self.config,
                         device=self.ctx.device,
@@ -347,12 +393,18 @@ class Trainer:
             if best:
                 self.state.best_score, self.state.best_step = score, self.state.step
             self.state.metrics = validation.record()
-        self.save(best=best)
+        self.save(best=best, gathered=True)
         return validation
 
-    def save(self, *, best: bool = False) -> None:
-        """Write `checkpoint-STEP/` (rank 0; every rank contributes its RNG state), update
-        checkpoint-best if `best`, and delete checkpoints beyond the last `keep_last`."""
+    def save(self, *, best: bool = False, gathered: bool = False) -> None:
+        """Write `checkpoint-STEP/` (rank 0; every rank contributes its RNG state and, under
+        FSDP, its shards), update checkpoint-best if `best`, and delete checkpoints beyond the
+        last `keep_last`. `gathered`: this update's validation gathered the weights already."""
+        whole = self._whole_model(gather=not gathered)
+        if self.sharded:
+            optimizer_state = gather_optimizer_state(self.optimizer, self.ctx.is_main)
+        else:
+            optimizer_state = self.optimizer.state_dict() if self.ctx.is_main else None
         self.state.sampler = self.sampler.state_dict()
         self.state.rng = all_gather_objects(rng_state(), self.ctx)
         self.state.scaler = self.scaler.state_dict() if self.scaler.is_enabled() else None
@@ -367,10 +419,10 @@ class Trainer:
             path = checkpoint_dir(self.run_dir, self.state.step)
             try:
                 save_checkpoint(
-                    path, self.model, self.state, optimizer=self.optimizer, scheduler=scheduler
+                    path, whole, self.state, optimizer_state=optimizer_state, scheduler=scheduler
                 )
                 if best:
-                    save_checkpoint(self.run_dir / BEST_DIR, self.model, self.state)
+                    save_checkpoint(self.run_dir / BEST_DIR, whole, self.state)
                 prune_checkpoints(self.run_dir, self.config.train.keep_last)
             except OSError as error:
                 last = latest_checkpoint(self.run_dir)
@@ -614,6 +666,13 @@ class Trainer:
             f"training examples, {len(self.sampler)} batches per epoch and process, "
             f"{self.accumulate} per update; run dir {self.run_dir}"
         )
+        if self.sharded:
+            self._print(
+                f"fsdp: {local_parameters(self.model):,} of the parameters on this process "
+                "(rank 0), with their gradients and Adam's moments"
+            )
+        elif ctx.distributed:
+            self._print("ddp: the whole model on every process")
         # no "step" key: a resumed run keeps the record of every machine it ran on, and the
         # description stays out of TensorBoard's curves
         self.log.append(

@@ -2,10 +2,12 @@
 --dry-run` prints it (for any number of processes, without starting them or reading data).
 
 The memory figure is an estimate, stated as one: fp32 weights, gradients and Adam's two moments
-(16 bytes per parameter, on every process under DDP), plus the activations one batch keeps for
-the backward pass, counted per token and layer after Korthikanti et al. 2022 ("Reducing
-Activation Recomputation in Large Transformer Models", §4: 34 d + 5 h s bytes per token and
-layer in 16-bit; twice that in fp32), plus the output layer's logits, their log-softmax and its
+(16 bytes per parameter, on every process under DDP; a 1/world_size share under FSDP, plus the
+whole weights and gradient of the largest layer, gathered for its turn), plus the activations
+one batch keeps for the backward pass, counted per token and layer after Korthikanti et al.
+2022 ("Reducing Activation Recomputation in Large Transformer Models", §4: 34 d + 5 h s bytes
+per token and layer in 16-bit; twice that in fp32; with activation checkpointing each layer's
+input and one layer's full set), plus the output layer's logits, their log-softmax and its
 gradient in fp32. It leaves out the allocator's slack and the framework (~1-2 GB on a GPU).
 """
 
@@ -18,6 +20,7 @@ import torch
 
 from aiayn.config import RunConfig
 from aiayn.model.transformer import build_model
+from aiayn.train.parallel import transformer_layers
 
 ADAM_BYTES_PER_PARAMETER = 16
 """fp32 weight, gradient and two Adam moments."""
@@ -30,6 +33,9 @@ class TrainPlan:
     world_size: int
     device: str
     precision: str
+    strategy: str
+    """`ddp` or `fsdp` (`train.strategy`; one process: `single`)."""
+    activation_checkpointing: bool
     parameters: int
     max_tokens: int
     """Tokens per batch and side per process, padding included (data.max_tokens)."""
@@ -52,14 +58,16 @@ class TrainPlan:
         total = self.state_gib + self.activation_gib
         return "\n".join([
             f"processes: {self.world_size} (world size), device {self.device}, "
-            f"precision {self.precision}",
+            f"precision {self.precision}, strategy {self.strategy}"
+            f"{', activation checkpointing' if self.activation_checkpointing else ''}",
             f"model: {self.parameters:,} parameters (with the configured vocabulary)",
             f"batches: {self.max_tokens:,} tokens per side and process, {self.accumulate} per "
             f"update -> {self.tokens_per_update:,} tokens per side and update",
             f"updates: {self.updates:,}; {self.schedule}",
             f"checkpoints: {self.checkpoints}",
             f"memory per process (estimate): {total:.2f} GiB = {self.state_gib:.2f} weights, "
-            f"gradients and Adam + {self.activation_gib:.2f} activations of one batch",
+            f"gradients and Adam{' (sharded)' if self.strategy == 'fsdp' else ''} + "
+            f"{self.activation_gib:.2f} activations of one batch",
         ])  # fmt: skip
 
 
@@ -75,22 +83,36 @@ def plan_training(config: RunConfig, *, world_size: int, device: str, precision:
     tc, data, mc = config.train, config.data, config.model
     model_config = mc.replace(vocab_size=max(mc.vocab_size, data.vocab_size))
     with torch.device("meta"):
-        parameters = sum(p.numel() for p in build_model(model_config).parameters())
+        model = build_model(model_config)
+    parameters = sum(p.numel() for p in model.parameters())
+    strategy = tc.strategy if world_size > 1 else "single"
+    state = parameters * ADAM_BYTES_PER_PARAMETER
+    if strategy == "fsdp":
+        largest = max(
+            sum(p.numel() for p in layer.parameters()) for layer in transformer_layers(model)
+        )
+        state = state / world_size + largest * 8  # + one layer's whole fp32 weights and gradient
     target = tc.tokens_per_update or data.max_tokens * world_size
     accumulate = max(1, math.ceil(target / (data.max_tokens * world_size)))
     return TrainPlan(
         world_size=world_size,
         device=device,
         precision=precision,
+        strategy=strategy,
+        activation_checkpointing=tc.activation_checkpointing,
         parameters=parameters,
         max_tokens=data.max_tokens,
         accumulate=accumulate,
         updates=tc.max_steps,
         schedule=_schedule(config),
         checkpoints=_checkpoints(config),
-        state_gib=parameters * ADAM_BYTES_PER_PARAMETER / 2**30,
+        state_gib=state / 2**30,
         activation_gib=_activation_bytes(
-            model_config, data.max_tokens, data.max_len or mc.max_len, precision
+            model_config,
+            data.max_tokens,
+            data.max_len or mc.max_len,
+            precision,
+            recompute=tc.activation_checkpointing,
         )
         / 2**30,
     )
@@ -116,15 +138,22 @@ def _checkpoints(config: RunConfig) -> str:
     )
 
 
-def _activation_bytes(config, tokens: int, longest: int, precision: str) -> float:
+def _activation_bytes(
+    config, tokens: int, longest: int, precision: str, *, recompute: bool = False
+) -> float:
     """Korthikanti et al.'s per-token, per-layer count (16-bit: 34 d + 5 h s), doubled in fp32;
     decoder layers with cross-attention count 1.5 layers; s is the longest sentence training
     keeps, bounded by the batch; plus fp32 logits, log-softmax and gradient over the
-    vocabulary."""
+    vocabulary. With `recompute` (activation checkpointing) each layer keeps only its input
+    (fp32: d values per token) and one layer at a time its full set."""
     width = 2 if precision in ("bf16", "fp16") else 4
     s = min(longest, tokens)
     per_layer = (34 * config.d_model + 5 * config.n_heads * s) * width / 2
     cross = 1.5 if config.kind == "encoder-decoder" else 1.0
     layers = config.n_encoder_layers * (config.kind == "encoder-decoder")
     layers += config.n_decoder_layers * cross
-    return tokens * (layers * per_layer + 3 * 4 * config.vocab_size)
+    if recompute:
+        kept = (layers + 1) * 4 * config.d_model + cross * per_layer
+    else:
+        kept = layers * per_layer
+    return tokens * (kept + 3 * 4 * config.vocab_size)

@@ -46,7 +46,9 @@ def make_run(tmp_path, steps=(1, 2, 3)):
         model(torch.randint(4, 40, (2, 5)), torch.randint(4, 40, (2, 4))).sum().backward()
         optimizer.step()
         state = TrainerState(step=step, sampler={"epoch": 1, "position": step})
-        save_checkpoint(checkpoint_dir(tmp_path, step), model, state, optimizer=optimizer)
+        save_checkpoint(
+            checkpoint_dir(tmp_path, step), model, state, optimizer_state=optimizer.state_dict()
+        )
     return model, optimizer
 
 
@@ -88,7 +90,10 @@ def test_a_write_that_dies_halfway_leaves_the_previous_checkpoint(tmp_path, monk
     monkeypatch.setattr(checkpoint.torch, "save", die)
     with pytest.raises(OSError, match="disk full"):
         save_checkpoint(
-            checkpoint_dir(tmp_path, 3), model, TrainerState(step=3), optimizer=optimizer
+            checkpoint_dir(tmp_path, 3),
+            model,
+            TrainerState(step=3),
+            optimizer_state=optimizer.state_dict(),
         )
     assert latest_checkpoint(tmp_path).name == "checkpoint-00000002"
     assert not (tmp_path / "checkpoint-00000003").exists()

@@ -74,6 +74,26 @@ def test_the_big_recipe_has_the_papers_parameter_count():
     assert plan.updates == 300_000 and "every 600 updates" in plan.checkpoints
 
 
+def test_fsdp_divides_the_training_state_and_recomputation_the_activations():
+    config = load_config(CONFIGS / "paper-big-wmt14-en-de.yaml")
+    ddp = plan_training(config, world_size=8, device="cuda", precision="bf16")
+    sharded = ["train.strategy=fsdp", "train.activation_checkpointing=true"]
+    fsdp_config = load_config(CONFIGS / "paper-big-wmt14-en-de.yaml", sharded)
+    fsdp = plan_training(fsdp_config, world_size=8, device="cuda", precision="bf16")
+    attention, norm = 4 * 1024**2 + 4 * 1024, 2 * 1024
+    feed_forward = 2 * 1024 * 4096 + 4096 + 1024
+    decoder_layer = 2 * attention + feed_forward + 3 * norm  # the largest: cross-attention too
+    expected = fsdp.parameters * ADAM_BYTES_PER_PARAMETER / 8 + decoder_layer * 8
+    assert fsdp.state_gib == pytest.approx(expected / 2**30)
+    assert fsdp.state_gib < ddp.state_gib / 5  # 1/8 of it, and one layer whole
+    logits = 4096 * 3 * 4 * config.model.vocab_size / 2**30
+    assert fsdp.activation_gib - logits < (ddp.activation_gib - logits) / 4
+    assert "strategy fsdp, activation checkpointing" in str(fsdp)
+    assert "Adam (sharded)" in str(fsdp) and "strategy ddp" in str(ddp)
+    single = plan_training(fsdp_config, world_size=1, device="cuda", precision="bf16")
+    assert single.strategy == "single" and single.state_gib == ddp.state_gib
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -234,7 +234,13 @@ def test_files_are_flushed_before_the_rename_and_the_folder_after(tmp_path, monk
     model = torch.nn.Linear(2, 2)
     optimizer = torch.optim.Adam(model.parameters())
     final = tmp_path / "checkpoint-00000001"
-    save_checkpoint(final, model, TrainerState(step=1), optimizer=optimizer, scheduler={"a": 1})
+    save_checkpoint(
+        final,
+        model,
+        TrainerState(step=1),
+        optimizer_state=optimizer.state_dict(),
+        scheduler={"a": 1},
+    )
     tmp = tmp_path / ".tmp-checkpoint-00000001"
     rename = events.index(("rename", str(tmp), str(final)))
     flushed = {path for kind, path, *_ in events[:rename] if kind == "fsync"}

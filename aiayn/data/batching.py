@@ -171,7 +171,7 @@ class TokenBatchSampler:
         world_size: int = 1,
         bucket_size: int | None = None,
     ) -> None:
-        self.lengths = np.asarray(lengths, dtype=np.int64)
+        self.lengths = np.asarray(lengths, dtype=np.int32)  # 4 bytes a pair: 5M pairs, 20 MB
         if self.lengths.ndim != 1 or len(self.lengths) < world_size:
             raise ValueError(f"need at least {world_size} examples, got {len(self.lengths)}")
         if self.lengths.min() < 1:
@@ -190,7 +190,7 @@ class TokenBatchSampler:
         self.max_tokens, self.seed, self.shuffle = max_tokens, seed, shuffle
         self.rank, self.world_size, self.bucket_size = rank, world_size, bucket_size
         self.epoch, self.position = 0, 0
-        self._cache: tuple[int, list[list[int]]] | None = None
+        self._cache: tuple[int, list[np.ndarray]] | None = None
 
     def set_epoch(self, epoch: int) -> None:
         """Go to the start of `epoch`; the current epoch keeps its position (for resuming)."""
@@ -207,7 +207,7 @@ class TokenBatchSampler:
             self.position = i + 1
             if self.position == len(batches):
                 self.epoch, self.position = self.epoch + 1, 0
-            yield list(batches[i])
+            yield batches[i].tolist()
 
     def state_dict(self) -> dict[str, Any]:
         """Epoch and batches already yielded in it, with the settings that fix the order."""
@@ -232,43 +232,45 @@ class TokenBatchSampler:
             "bucket_size": self.bucket_size,
         }
 
-    def _rank_batches(self) -> list[list[int]]:
+    def _rank_batches(self) -> list[np.ndarray]:
         if self._cache is None or self._cache[0] != self.epoch:
             self._cache = (self.epoch, self._epoch_batches())
         return self._cache[1][self.rank :: self.world_size]
 
-    def _epoch_batches(self) -> list[list[int]]:
-        """All ranks' batches of the current epoch, identical on every rank."""
+    def _epoch_batches(self) -> list[np.ndarray]:
+        """All ranks' batches of the current epoch, identical on every rank: views into one
+        array of the epoch's example order (memory: a few bytes per example, no Python ints)."""
         rng = np.random.default_rng([self.seed, self.epoch])
         n = len(self.lengths)
         order = rng.permutation(n) if self.shuffle else np.arange(n)
-        bucket, lengths = self.bucket_size or n, self.lengths.tolist()
+        order = order.astype(np.int32 if n < 2**31 else np.int64)
+        bucket = self.bucket_size or n
         batches = []
         for start in range(0, n, bucket):
             chunk = order[start : start + bucket]
-            chunk = chunk[np.argsort(self.lengths[chunk], kind="stable")]
-            batches += _pack(chunk.tolist(), lengths, self.max_tokens)
+            chunk[:] = chunk[np.argsort(self.lengths[chunk], kind="stable")]
+            batches += _pack(chunk, self.lengths[chunk], self.max_tokens)
         if self.shuffle:
             batches = [batches[i] for i in rng.permutation(len(batches))]
         return _split_until_divisible(batches, self.world_size)
 
 
-def _pack(order: list[int], lengths: list[int], max_tokens: int) -> list[list[int]]:
-    """Cut length-sorted indices greedily into batches of at most `max_tokens` padded tokens."""
-    batches, current, longest = [], [], 0
-    for i in order:
-        longest_with_i = max(longest, lengths[i])
-        if current and (len(current) + 1) * longest_with_i > max_tokens:
-            batches.append(current)
-            current, longest_with_i = [], lengths[i]
-        current.append(i)
-        longest = longest_with_i
-    if current:
-        batches.append(current)
+def _pack(order: np.ndarray, lengths: np.ndarray, max_tokens: int) -> list[np.ndarray]:
+    """Cut length-sorted indices greedily into batches of at most `max_tokens` padded tokens:
+    each batch takes examples while (examples so far + 1) x the next one's length (the
+    longest, the order being sorted) fits. `lengths` are the lengths of `order`, ascending."""
+    batches, start, n = [], 0, len(order)
+    while start < n:
+        most = min(n - start, max_tokens // int(lengths[start]))  # the length only grows
+        counts = np.arange(1, most + 1)
+        fits = counts * lengths[start : start + most] <= max_tokens
+        end = start + (most if fits.all() else max(1, int(fits.argmin())))
+        batches.append(order[start:end])
+        start = end
     return batches
 
 
-def _split_until_divisible(batches: list[list[int]], world_size: int) -> list[list[int]]:
+def _split_until_divisible(batches: list[np.ndarray], world_size: int) -> list[np.ndarray]:
     """Halve the largest batches until every rank can get the same number of them."""
     n_examples = sum(map(len, batches))
     target = -(-len(batches) // world_size) * world_size

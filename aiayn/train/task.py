@@ -9,6 +9,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from aiayn.config import DataConfig
@@ -191,12 +192,13 @@ def _binarized_data(
         if not len(kept):
             raise ValueError(f"no {name} pairs left after filtering: {report}")
         notes.append(str(report))
+        kept = kept.astype(np.int32 if len(pairs) < 2**31 else np.int64)  # 4 bytes a pair
 
         def make_batch(indices: Sequence[int], pairs=pairs, kept=kept) -> Batch:
             rows = [pairs[int(kept[i])] for i in indices]
             return collate([(s.tolist(), t.tolist()) for s, t in rows], index=indices, **specials)
 
-        splits.append(Split(lengths[kept].max(axis=1) + 1, make_batch))
+        splits.append(Split((lengths[kept].max(axis=1) + 1).astype(np.int32), make_batch))
     valid = read_split("binarized", "valid", data_dir=folder)
     return TaskData(tokenizer, splits[0], splits[1], valid_pairs=valid, notes=notes)
 

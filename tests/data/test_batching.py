@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import itertools
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings
@@ -102,6 +103,44 @@ def test_sampler_budget_coverage_and_sharding(lengths, max_tokens, world_size, s
         assert seen == list(range(len(lengths))), "each example once, on exactly one rank"
         for batch in itertools.chain(*shards):
             assert batch and padded_tokens(batch, lengths) <= max_tokens
+
+
+def reference_batches(lengths, max_tokens, *, seed, epoch, bucket_size, shuffle=True):
+    """The sampler's epoch as plain Python: shuffle, sort each bucket, fill batches greedily
+    (an example joins while (batch size + 1) x its length fits), shuffle the batches."""
+    rng = np.random.default_rng([seed, epoch])
+    order = rng.permutation(len(lengths)).tolist() if shuffle else list(range(len(lengths)))
+    bucket, batches = bucket_size or len(lengths), []
+    for start in range(0, len(order), bucket):
+        chunk = sorted(order[start : start + bucket], key=lambda i: lengths[i])  # stable
+        current: list[int] = []
+        for i in chunk:
+            if current and (len(current) + 1) * lengths[i] > max_tokens:
+                batches.append(current)
+                current = []
+            current.append(i)
+        batches.append(current)
+    if shuffle:
+        batches = [batches[i] for i in rng.permutation(len(batches))]
+    return batches
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    lengths=st.lists(st.integers(1, 60), min_size=1, max_size=300),
+    max_tokens=st.integers(60, 500),
+    seed=st.integers(0, 3),
+    bucket_size=st.sampled_from([None, 1, 7, 50]),
+    shuffle=st.booleans(),
+)
+def test_the_vectorised_packing_is_the_greedy_loop(lengths, max_tokens, seed, bucket_size, shuffle):
+    sampler = TokenBatchSampler(lengths, max_tokens, seed=seed, bucket_size=bucket_size,
+                                shuffle=shuffle)  # fmt: skip
+    for number in range(2):
+        sampler.set_epoch(number)
+        expected = reference_batches(lengths, max_tokens, seed=seed, epoch=number,
+                                     bucket_size=bucket_size, shuffle=shuffle)  # fmt: skip
+        assert epoch(sampler) == expected
 
 
 @settings(max_examples=40, deadline=None)

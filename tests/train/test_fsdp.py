@@ -73,13 +73,13 @@ def test_activation_checkpointing_runs_each_layer_again_in_the_backward(make_con
 
 @pytest.mark.integration
 def test_fsdp_follows_one_process_and_its_checkpoint_is_an_ordinary_one(make_config, tmp_path):
-    """Two batches per update: accumulated in one process, one per process under FSDP. The
+    """Four batches per update: accumulated in one process, two per process under FSDP. The
     checkpoint FSDP writes has the single-process layout, loads in one process and scores there
     exactly as the FSDP run's own validation scored the weights it had gathered."""
     config = make_config(
         model={"dropout": 0.0},
         data={"max_tokens": 256},
-        train={"max_steps": 6, "eval_every": 3, "tokens_per_update": 512, "strategy": "fsdp",
+        train={"max_steps": 6, "eval_every": 3, "tokens_per_update": 1024, "strategy": "fsdp",
                "activation_checkpointing": True},
     )  # fmt: skip
     single, sharded = tmp_path / "single", tmp_path / "fsdp"

@@ -11,8 +11,8 @@ then validation and test2016 BLEU with beam 4, alpha 0.6. A finished row is appe
 results file at once, so the command resumes row by row (and a row mid-training resumes at its
 last checkpoint). Without `--rows`: every row at seed 0, the base at seeds 0 and 1, then seed 1
 for each row whose test BLEU is within twice the base's seed spread of the base (`needs_seed`),
-then the decoding grid on the base. `--render-only` rewrites the page's tables and the curves
-plot from the results file.
+then the decoding grid on the base (`--decoding-only`: the grid alone, on the trained base-s0).
+`--render-only` rewrites the page's tables and the curves plot from the results file.
 
 The page keeps its prose: only the text between `<!-- table:GROUP -->` and `<!-- /table -->`
 markers is replaced.
@@ -326,9 +326,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--plot", type=Path, default=Path("docs/img/ablations/curves.png"))
     parser.add_argument("--render-only", action="store_true")
     parser.add_argument("--no-decoding", action="store_true", help="skip the decoding grid")
+    parser.add_argument(
+        "--decoding-only", action="store_true", help="only the decoding grid on base-s0, now"
+    )
     args = parser.parse_args(argv)
     results = read_results(args.results)
-    if not args.render_only:
+    if args.decoding_only:
+        results["decoding"] = decoding_grid(args.runs_dir / row_key("base", 0))
+        write_results(args.results, results)
+    elif not args.render_only:
         while todo := plan(results, args.rows, args.seeds):
             row, seed = todo[0]
             print(f"== {row_key(row.name, seed)}: {' '.join(row.overrides) or 'base'}", flush=True)

@@ -67,9 +67,15 @@ def setup_distributed(device: str = "auto") -> DistributedContext:
     return DistributedContext(rank, local_rank, world_size, resolved)
 
 
-def teardown_distributed() -> None:
-    """Leave the process group (if one was joined)."""
+def teardown_distributed(*, synchronize: bool = True) -> None:
+    """Leave the process group (if one was joined). With `synchronize` (every rank finished
+    normally) only once every rank is done with it: a rank that destroys its groups while a
+    peer's last collective is still talking to it can abort in gloo's threads at exit
+    ("terminate called without an active exception"). After an error, at once: a barrier
+    could wait forever on a rank that is inside another collective."""
     if dist.is_initialized():
+        if synchronize:
+            dist.barrier()
         dist.destroy_process_group()
 
 

@@ -142,6 +142,7 @@ def train(
     """
     ctx = setup_distributed(config.train.device)
     run_dir = Path(run_dir)
+    finished = False
     try:
         with StopSignals() as stop:
             try:
@@ -149,11 +150,13 @@ def train(
                     trainer = Trainer(
                         config, run_dir, ctx, resume=resume, progress=progress, stop=stop
                     )
-                return trainer.run()
+                result = trainer.run()
+                finished = True  # every rank ran to the same end
+                return result
             except Stopped as stopped:
                 raise _explained(stopped, run_dir) from None
     finally:
-        teardown_distributed()
+        teardown_distributed(synchronize=finished)
 
 
 def resume_command(run_dir: Path) -> str:

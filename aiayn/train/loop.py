@@ -8,9 +8,11 @@ one before it.
 from __future__ import annotations
 
 import dataclasses
+import gc
 import math
 import random
 import time
+import traceback
 import warnings
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, nullcontext
@@ -143,6 +145,7 @@ def train(
     ctx = setup_distributed(config.train.device)
     run_dir = Path(run_dir)
     finished = False
+    trainer: Trainer | None = None
     try:
         with StopSignals() as stop:
             try:
@@ -153,9 +156,19 @@ def train(
                 result = trainer.run()
                 finished = True  # every rank ran to the same end
                 return result
-            except Stopped as stopped:
-                raise _explained(stopped, run_dir) from None
+            except BaseException as error:
+                if ctx.distributed:  # its frames hold the trainer: see below
+                    traceback.clear_frames(error.__traceback__)
+                if isinstance(error, Stopped):
+                    raise _explained(error, run_dir) from None
+                raise
     finally:
+        # DDP's reducer holds the process group. Were it the last holder, freeing it would
+        # destroy gloo's group with the GIL held, while a gloo thread may wait for the GIL to
+        # free the tensors of the last collective: a deadlock at exit. So the trainer goes
+        # first, and the group is destroyed from its own Python object, which lets go of it.
+        del trainer
+        gc.collect()
         teardown_distributed(synchronize=finished)
 
 

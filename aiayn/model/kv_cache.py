@@ -66,9 +66,10 @@ class KVCache:
             self._k, self._v = self._k.index_select(0, index), self._v.index_select(0, index)
             self._spare, self._owned = None, True
             return
-        shape = (index.numel(), *self._k.shape[1:])
-        if self._spare is None or self._spare[0].shape != shape:
-            self._spare = (self._k.new_empty(shape), self._v.new_empty(shape))
+        rows = index.numel()  # keys and values may differ in width (d_k < d_v)
+        k_shape, v_shape = (rows, *self._k.shape[1:]), (rows, *self._v.shape[1:])
+        if self._spare is None or self._spare[0].shape != k_shape:
+            self._spare = (self._k.new_empty(k_shape), self._v.new_empty(v_shape))
         new_k, new_v = self._spare
         used = self.length
         torch.index_select(self._k[:, :, :used], 0, index, out=new_k[:, :, :used])

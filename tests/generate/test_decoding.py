@@ -17,6 +17,7 @@ VARIANTS = {
     "learned": ("encoder-decoder", dict(positions="learned")),
     "rope": ("encoder-decoder", dict(positions="rope")),
     "untied": ("encoder-decoder", dict(share_embeddings=False, tie_output=False)),
+    "small-d_k": ("encoder-decoder", dict(d_k=4)),  # keys narrower than values (Table 3 B)
     "lm": ("decoder-only", {}),
     "lm-rope": ("decoder-only", dict(positions="rope")),
 }

@@ -4,15 +4,21 @@ keys set once and reused."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from aiayn.model.kv_cache import DecoderCache, KVCache
 
 
-def steps(batch: int, lengths: list[int], seed: int = 0) -> list[tuple[torch.Tensor, ...]]:
-    """Random (k, v) chunks of (batch, 2 heads, length, 4)."""
+def steps(
+    batch: int, lengths: list[int], seed: int = 0, d_v: int = 4
+) -> list[tuple[torch.Tensor, ...]]:
+    """Random (k, v) chunks of (batch, 2 heads, length, 4) and (batch, 2 heads, length, d_v)."""
     g = torch.Generator().manual_seed(seed)
-    return [tuple(torch.randn(batch, 2, n, 4, generator=g) for _ in range(2)) for n in lengths]
+    return [
+        (torch.randn(batch, 2, n, 4, generator=g), torch.randn(batch, 2, n, d_v, generator=g))
+        for n in lengths
+    ]
 
 
 def test_growth_one_step_at_a_time_keeps_every_position():
@@ -78,9 +84,10 @@ def test_decoder_cache_counts_positions_and_reorders_self_attention_alone_on_req
     assert torch.equal(cache.self_attn[0].v, v) and torch.equal(cache.cross_attn[0].k, mk[index])
 
 
-def test_repeated_reorders_match_gathering_row_by_row():
+@pytest.mark.parametrize("d_v", [4, 6])  # keys may be narrower than values (Table 3 B)
+def test_repeated_reorders_match_gathering_row_by_row(d_v):
     cache, ref_k, ref_v = KVCache(), None, None
-    for step, (k, v) in enumerate(steps(4, [1] * 12, seed=2)):
+    for step, (k, v) in enumerate(steps(4, [1] * 12, seed=2, d_v=d_v)):
         all_k, _ = cache.append(k, v)
         ref_k = k if ref_k is None else torch.cat([ref_k, k], dim=2)
         ref_v = v if ref_v is None else torch.cat([ref_v, v], dim=2)

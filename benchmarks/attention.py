@@ -3,6 +3,7 @@ aiayn's two attention paths (the formula of Eq. 1 and the fused SDPA kernel), fp
 
     python -m benchmarks.attention [--quick]          # a table; one child process per point
     python -m benchmarks.attention --point formula bf16 128   # one point, JSON
+    python -m benchmarks.attention --decode-step      # one query per row, inference (decoding)
 
 Also the evidence for `aiayn.model.attention.fused_is_faster`: on a CPU with native bf16, in
 bf16, the fused kernel is the slower path at the short lengths translation trains on; on a CPU
@@ -13,10 +14,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import time
 
 import torch
 import torch.nn.functional as F
+from torch import Tensor
 
 from aiayn.machine import describe_machine
 from aiayn.model.attention import attention
@@ -60,6 +63,52 @@ def measure(path: str, dtype: str, length: int, heads: int = 8, d_head: int = 64
     }
 
 
+def measure_decode_step(
+    dtype: str, rows: int, keys: int, heads: int = 4, d_head: int = 64
+) -> dict[str, float]:
+    """Microseconds per call of each path for one decoding step: one query per row over `keys`
+    cached keys, no mask (a cached self-attention step), no autograd."""
+    torch.manual_seed(0)
+    kind = torch.bfloat16 if dtype == "bf16" else torch.float32
+    q = torch.randn(rows, heads, 1, d_head, dtype=kind)
+    k, v = (torch.randn(rows, heads, keys, d_head, dtype=kind) for _ in range(2))
+
+    def formula() -> Tensor:
+        weights = (q @ k.transpose(-2, -1) / math.sqrt(d_head)).softmax(dim=-1)
+        return weights @ v
+
+    def fused() -> Tensor:
+        return F.scaled_dot_product_attention(q, k, v)
+
+    times = {}
+    with torch.inference_mode():
+        torch.testing.assert_close(formula(), fused(), atol=2e-2, rtol=2e-2)
+        for _ in range(2):  # alternate, so that drift of the machine hits both paths
+            for name, path in (("formula", formula), ("fused", fused)):
+                repeats, start = 0, time.perf_counter()
+                while repeats < 20 or time.perf_counter() - start < 0.2:
+                    path()
+                    repeats += 1
+                seconds = (time.perf_counter() - start) / repeats
+                times[name] = min(times.get(name, math.inf), seconds * 1e6)
+    return times
+
+
+def decode_step_table(dtypes: tuple[str, ...]) -> str:
+    lines = ["| dtype | rows | keys | formula us | fused us | fused / formula |",
+             "|---|---:|---:|---:|---:|---:|"]  # fmt: skip
+    for dtype in dtypes:
+        for rows in (1, 4, 8, 16, 32, 64, 128):
+            for keys in (10, 20, 40):
+                t = measure_decode_step(dtype, rows, keys)
+                ratio = t["fused"] / t["formula"]
+                lines.append(
+                    f"| {dtype} | {rows} | {keys} | {t['formula']:.1f} | {t['fused']:.1f} "
+                    f"| {ratio:.2f} |"
+                )
+    return "\n".join(lines)
+
+
 def table(rows: list[dict]) -> str:
     lines = [
         "| length | batch | formula fp32 ms | fused fp32 ms | formula bf16 ms | fused bf16 ms "
@@ -96,9 +145,15 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--threads", type=int, help="torch threads (default: all cores)")
     parser.add_argument("--point", nargs=3, metavar=("PATH", "DTYPE", "LENGTH"))
+    parser.add_argument("--decode-step", action="store_true", help="one query per row, no grad")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.decode_step:
+        native = describe_machine("cpu").native_bf16
+        print(describe_machine("cpu").summary(), f"{torch.get_num_threads()} threads")
+        print(decode_step_table(("fp32", "bf16") if native else ("fp32",)))
+        return
     if args.point:
         path, dtype, length = args.point
         print(json.dumps(measure(path, dtype, int(length))))

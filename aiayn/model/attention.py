@@ -69,14 +69,27 @@ def attention(
 
 
 def fused_is_faster(q: Tensor, k: Tensor) -> bool:
-    """Whether SDPA's fused kernel beats the formula (`python -m benchmarks.attention`, forward
-    + backward, torch 2.13). In fp32 and on GPUs it wins at every length (2.5-4x on an AVX2 CPU).
-    In bf16/fp16 on a CPU with native bf16 (AVX512-BF16) it is 2-6x slower for keys shorter
-    than 256, the lengths translation trains on, and faster beyond; on a CPU without, where the
-    formula's bf16 products are emulated, it is ~3x faster at every length."""
-    if q.device.type != "cpu" or q.dtype == torch.float32 or k.size(2) >= 256:
+    """Whether SDPA's fused kernel beats the formula on these shapes, as measured on CPUs with
+    torch 2.13 (`python -m benchmarks.attention`, and `--decode-step` for one query per row;
+    docs/benchmarks.md). On GPUs it wins everywhere.
+
+    Training (forward + backward): in fp32 it wins at every length (2.5-4x on an AVX2 CPU). In
+    bf16 on a CPU with native bf16 (AVX512-BF16) it is 2-6x slower for keys shorter than 256,
+    the lengths translation trains on, and faster beyond; on a CPU without native bf16, where
+    the formula's bf16 products are emulated, it is ~3x faster at every length.
+
+    A decoding step (one query per row, no gradient): the fused kernel wins for a few rows (2-3x
+    at batch 1) and loses once (batch x heads) rows x keys grow past about 4,096 in fp32 (by up
+    to 1.5x at 512 rows x 40 keys, on AVX-512 and AVX2 alike) or 1,280 in native bf16 (up to
+    3.8x): beam search over a batch has many rows."""
+    if q.device.type != "cpu":
         return True
-    return not cpu_has_native_bf16()
+    if q.dtype != torch.float32 and not cpu_has_native_bf16():
+        return True
+    if q.size(2) == 1 and not (q.requires_grad or k.requires_grad):
+        rows_keys = q.size(0) * q.size(1) * k.size(2)
+        return rows_keys < (4096 if q.dtype == torch.float32 else 1280)
+    return q.dtype == torch.float32 or k.size(2) >= 256
 
 
 _NOT_CUDNN = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]

@@ -152,6 +152,36 @@ def test_fast_path_is_sdpa_in_fp32_and_in_bf16_the_faster_one_for_the_cpu(monkey
     torch.testing.assert_close(bf16.float(), fp32, atol=3e-2, rtol=3e-2)
 
 
+@pytest.mark.parametrize("native_bf16", [True, False])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_a_decoding_step_takes_sdpa_for_few_rows_and_the_formula_for_many(
+    monkeypatch, native_bf16, dtype
+):
+    """One query per row without gradients (a cached decoding step): SDPA while (batch x heads)
+    rows x keys are few, the formula beyond (4,096 in fp32, 1,280 in native bf16), the same
+    output either way; emulated bf16 always takes SDPA."""
+    module = importlib.import_module("aiayn.model.attention")
+    monkeypatch.setattr(module, "cpu_has_native_bf16", lambda: native_bf16)
+    calls = []
+    sdpa = module.F.scaled_dot_product_attention
+    monkeypatch.setattr(
+        module.F, "scaled_dot_product_attention", lambda *a, **kw: calls.append(1) or sdpa(*a, **kw)
+    )
+    limit = 4096 if dtype == torch.float32 else 1280
+    for batch, expect_sdpa in ((limit // (4 * 16) - 1, True), (limit // (4 * 16), False)):
+        q, k, v = (t.to(dtype) for t in random_qkv(batch=batch, heads=4, q_len=1, k_len=16))
+        valid = torch.ones(batch, 16, dtype=torch.bool)
+        valid[0, 9:] = False  # a padded source, as in encoder-decoder attention
+        mask = padding_mask(valid)
+        calls.clear()
+        with torch.no_grad():
+            out, _ = attention(q, k, v, mask, need_weights=False)
+        assert bool(calls) == (expect_sdpa or (dtype == torch.bfloat16 and not native_bf16))
+        reference, _ = attention(q.float(), k.float(), v.float(), mask, need_weights=True)
+        tolerance = 1e-5 if dtype == torch.float32 else 3e-2
+        torch.testing.assert_close(out.float(), reference, atol=tolerance, rtol=tolerance)
+
+
 def test_keeping_weights_keeps_them_inside_and_restores_the_modules_after(monkeypatch):
     modules = [MultiHeadAttention(16, 2).eval(), MultiHeadAttention(16, 2).eval()]
     modules[1].keep_weights = True  # already on: stays on afterwards

@@ -74,8 +74,7 @@ def measure_decode_step(
     k, v = (torch.randn(rows, heads, keys, d_head, dtype=kind) for _ in range(2))
 
     def formula() -> Tensor:
-        weights = (q @ k.transpose(-2, -1) / math.sqrt(d_head)).softmax(dim=-1)
-        return weights @ v
+        return attention(q, k, v, need_weights=True)[0]
 
     def fused() -> Tensor:
         return F.scaled_dot_product_attention(q, k, v)
@@ -150,9 +149,9 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.decode_step:
-        native = describe_machine("cpu").native_bf16
-        print(describe_machine("cpu").summary(), f"{torch.get_num_threads()} threads")
-        print(decode_step_table(("fp32", "bf16") if native else ("fp32",)))
+        machine = describe_machine("cpu")
+        print(machine.summary())
+        print(decode_step_table(("fp32", "bf16") if machine.native_bf16 else ("fp32",)))
         return
     if args.point:
         path, dtype, length = args.point

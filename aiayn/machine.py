@@ -132,9 +132,15 @@ def cpu_native_bf16(
     return False, f"native bf16 is not known for {arch or 'this'} CPUs"
 
 
-@functools.cache
+@torch.compiler.assume_constant_result
 def cpu_has_native_bf16() -> bool:
-    """This CPU's `native_bf16`, read once per process (for choices made on every call)."""
+    """This CPU's `native_bf16`, read once per process (for choices made on every call; a
+    constant to `torch.compile`, which would otherwise break its graph at the file reads)."""
+    return _cpu_has_native_bf16()
+
+
+@functools.cache
+def _cpu_has_native_bf16() -> bool:
     return describe_machine("cpu").native_bf16
 
 

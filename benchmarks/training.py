@@ -48,7 +48,13 @@ def multi30k_like_batches(
 
 
 def run(
-    engine: str, size_name: str, dtype: str, seconds: float, tgt_tokens: int, device: str = "cpu"
+    engine: str,
+    size_name: str,
+    dtype: str,
+    seconds: float,
+    tgt_tokens: int,
+    device: str = "cpu",
+    compile: bool = False,
 ) -> dict:
     torch.manual_seed(0)
     size, device = SIZES[size_name], torch.device(device)
@@ -60,13 +66,20 @@ def run(
     autocast = torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else nullcontext()
     cuda = device.type == "cuda"
 
-    def step(src: Tensor, tgt_in: Tensor, tgt_out: Tensor) -> None:
+    def forward_loss(src: Tensor, tgt_in: Tensor, tgt_out: Tensor) -> Tensor:
         with autocast:
             logits = model(src, tgt_in)
-        loss = F.cross_entropy(
+        return F.cross_entropy(
             logits.float().flatten(0, 1), tgt_out.flatten(), ignore_index=PAD,
             label_smoothing=0.1,
         )  # fmt: skip
+
+    # torch.compile of the forward and the loss (and so of their backward); Adam stays eager.
+    # Shapes vary by batch: the first new shape recompiles once with dynamic sizes.
+    loss_of = torch.compile(forward_loss) if compile else forward_loss
+
+    def step(src: Tensor, tgt_in: Tensor, tgt_out: Tensor) -> None:
+        loss = loss_of(src, tgt_in, tgt_out)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -75,8 +88,10 @@ def run(
         return torch.cuda.max_memory_allocated(device) / 2**20 if cuda else peak_rss_mb()
 
     before = peak_mb()
-    for batch in batches[:3]:  # warm-up
+    warm_start = time.perf_counter()
+    for batch in batches[:3] if not compile else batches:  # warm-up (compiled: every shape)
         step(*batch)
+    warm_up_s = time.perf_counter() - warm_start
     steps, tokens, flops = 0, 0, 0.0
     if cuda:
         torch.cuda.synchronize(device)
@@ -98,6 +113,8 @@ def run(
         "engine": engine,
         "size": size_name,
         "dtype": dtype,
+        "compiled": compile,
+        "warm_up_s": warm_up_s,
         "device": str(device),
         "tgt_tokens_per_batch": tgt_tokens,
         "steps": steps,
@@ -117,8 +134,15 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--tgt-tokens", type=int, default=2000, help="target tokens per batch")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    parser.add_argument(
+        "--compile", action="store_true",
+        help="torch.compile the forward and loss; warm_up_s then includes the compile time",
+    )  # fmt: skip
     args = parser.parse_args()
-    row = run(args.engine, args.size, args.dtype, args.seconds, args.tgt_tokens, args.device)
+    row = run(
+        args.engine, args.size, args.dtype, args.seconds, args.tgt_tokens, args.device,
+        args.compile,
+    )  # fmt: skip
     print(json.dumps(row))
 
 

@@ -221,3 +221,19 @@ def test_a_smaller_key_size_projects_queries_and_keys_to_d_k_and_scales_by_its_r
     torch.testing.assert_close(out, expected)
     fused, _ = mha(x)  # the SDPA path with d_k != d_v
     torch.testing.assert_close(fused, expected, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_attention_compiles_as_one_graph(dtype):
+    """torch.compile traces multi-head attention whole (fullgraph raises at any graph break):
+    the CPU's native-bf16 check that picks the bf16 path is a constant to it, not file reads
+    that would split the graph in every layer. The eager backend: tracing only, no kernels."""
+    torch.manual_seed(0)
+    mha = MultiHeadAttention(d_model=16, n_heads=2, dropout=0.0).eval()
+    x = torch.randn(2, 5, 16, dtype=dtype)
+    mha = mha.to(dtype)
+    compiled = torch.compile(mha, fullgraph=True, backend="eager")
+    with torch.no_grad():
+        expected, _ = mha(x, mask=causal_mask(5))
+        out, _ = compiled(x, mask=causal_mask(5))
+    torch.testing.assert_close(out, expected)

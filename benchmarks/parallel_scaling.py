@@ -22,8 +22,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -39,8 +41,11 @@ def status_mb(field: str) -> float:
     return float("nan")
 
 
-def worker(model_name: str, strategy: str, tokens: int, updates: int, recompute: bool) -> None:
-    """One process of a run (under torchrun, or alone): prints its JSON line."""
+def worker(
+    model_name: str, strategy: str, tokens: int, updates: int, recompute: bool, out: Path
+) -> None:
+    """One process of a run (under torchrun, or alone): writes its figures to `out/<rank>.json`
+    (a file per rank: ranks printing to one shared pipe can interleave their lines)."""
     import torch
 
     from aiayn.model.config import ModelConfig
@@ -85,29 +90,34 @@ def worker(model_name: str, strategy: str, tokens: int, updates: int, recompute:
     for _ in range(updates):
         update()
     seconds = time.perf_counter() - start
-    print(json.dumps({
+    (out / f"{ctx.rank}.json").write_text(json.dumps({
         "rank": ctx.rank, "threads": torch.get_num_threads(),
         "parameters": sum(p.numel() for p in model.parameters()),
         "local_parameters": local_parameters(model),
         "target_tokens_per_second": rows * SENTENCE * updates / seconds,
         "peak_mb": round(status_mb("VmHWM")), "after_mb": round(status_mb("RssAnon")),
-    }), flush=True)  # fmt: skip
+    }))  # fmt: skip
     teardown_distributed()
 
 
 def launch(model: str, strategy: str, processes: int, threads: int, args) -> dict:
     """One run: `processes` workers (torchrun when more than one); the ranks' figures."""
-    flags = [model, strategy, str(args.tokens), str(args.updates), str(int(args.recompute))]
+    out = Path(tempfile.mkdtemp(prefix="aiayn-scaling-"))
+    flags = [model, strategy, str(args.tokens), str(args.updates), str(int(args.recompute)),
+             str(out)]  # fmt: skip
     module = [sys.executable, "-m", "benchmarks.parallel_scaling", "--worker", *flags]
     if processes > 1:
         module = [sys.executable, "-m", "torch.distributed.run", "--standalone",
                   f"--nproc_per_node={processes}", "-m", "benchmarks.parallel_scaling",
                   "--worker", *flags]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
-    done = subprocess.run(module, cwd=ROOT, env=env, capture_output=True, text=True)
-    if done.returncode != 0:
-        raise RuntimeError(f"{' '.join(module)} failed:\n{done.stderr[-3000:]}")
-    ranks = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    try:
+        done = subprocess.run(module, cwd=ROOT, env=env, capture_output=True, text=True)
+        if done.returncode != 0:
+            raise RuntimeError(f"{' '.join(module)} failed:\n{done.stderr[-3000:]}")
+        ranks = [json.loads((out / f"{rank}.json").read_text()) for rank in range(processes)]
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
     return {
         "model": model, "strategy": strategy if processes > 1 else "single",
         "processes": processes, "threads_per_process": threads,
@@ -122,8 +132,8 @@ def launch(model: str, strategy: str, processes: int, threads: int, args) -> dic
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["--worker"]:
-        model, strategy, tokens, updates, recompute = argv[1:6]
-        worker(model, strategy, int(tokens), int(updates), bool(int(recompute)))
+        model, strategy, tokens, updates, recompute, out = argv[1:7]
+        worker(model, strategy, int(tokens), int(updates), bool(int(recompute)), Path(out))
         return
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", nargs="+", default=["paper-big", "gpt2-small"])

@@ -6,7 +6,8 @@ warm-up batch (`benchmarks.decode_race` starts one process per engine and compar
         [--device cuda]
 
 Engines take token ids and return token ids: aiayn (`greedy_search`/`beam_search`, cached or
-recomputing every prefix; cached also in int8 and bf16, `aiayn.model.precision`), HF
+recomputing every prefix; cached also in int8 and bf16, `aiayn.model.precision`, and with the
+step compiled, `aiayn.generate.compiled`, compiled in the warm-up), HF
 `MarianMTModel.generate`, CTranslate2 `Translator.translate_batch` (token strings in and out,
 mapped through the export's vocabulary). Every engine is told to produce exactly `out_len`
 tokens (EOS suppressed before, decoding stopped at) and never to produce pad or BOS, as our
@@ -41,6 +42,7 @@ Decode = Callable[[list[list[int]], int], list[list[int]]]
 
 ENGINES = [
     "aiayn-cached",
+    "aiayn-compiled",
     "aiayn-int8",
     "aiayn-bf16",
     "aiayn-uncached",
@@ -55,11 +57,13 @@ REDUCED_PRECISION = ("aiayn-int8", "aiayn-bf16", "ct2-int8")
 def race_engines(native_bf16: bool, device: str = "cpu") -> list[str]:
     """Every engine, but aiayn-bf16 only where the device multiplies bf16 natively (elsewhere it
     would time the emulation, minutes per batch). On a GPU: no aiayn-int8 (torch's int8 kernels
-    are the CPU's), and CTranslate2 only where its CUDA build finds the GPU (`ct2_sees_gpu`)."""
+    are the CPU's), no aiayn-compiled (not measured there yet), and CTranslate2 only where its
+    CUDA build finds the GPU (`ct2_sees_gpu`)."""
     engines = [e for e in ENGINES if native_bf16 or e != "aiayn-bf16"]
     if device.startswith("cuda"):
         ct2 = ct2_sees_gpu()
-        engines = [e for e in engines if e != "aiayn-int8" and (ct2 or not e.startswith("ct2"))]
+        cpu_only = ("aiayn-int8", "aiayn-compiled")
+        engines = [e for e in engines if e not in cpu_only and (ct2 or not e.startswith("ct2"))]
     return engines
 
 
@@ -104,21 +108,30 @@ def padded(sources: list[list[int]], pad_id: int, device: str = "cpu"):
 
 
 def aiayn_decoder(
-    work: Path, race: Race, *, use_cache: bool, precision: str = "fp32", device: str = "cpu"
+    work: Path,
+    race: Race,
+    *,
+    use_cache: bool,
+    precision: str = "fp32",
+    device: str = "cpu",
+    compiled: bool = False,
 ) -> Decode:
+    from aiayn.generate.compiled import CompiledStep
     from aiayn.generate.options import DecodeOptions
     from aiayn.generate.search import beam_search, greedy_search
     from aiayn.model.precision import to_inference_precision
     from benchmarks.race_weights import load_aiayn
 
     model, n = to_inference_precision(load_aiayn(work).to(device), precision), race.out_len
+    step = CompiledStep(model) if compiled else None
 
     def decode(sources: list[list[int]], beam: int) -> list[list[int]]:
         src = padded(sources, race.pad_id, device)
         options = DecodeOptions(beam=beam, alpha=race.alpha, max_len_a=0.0, max_len_b=n, min_len=n)
         if beam == 1:
-            return greedy_search(model, src, options=options, use_cache=use_cache).tolist()
-        hyps = beam_search(model, src, options=options, use_cache=use_cache)
+            out = greedy_search(model, src, options=options, use_cache=use_cache, compiled=step)
+            return out.tolist()
+        hyps = beam_search(model, src, options=options, use_cache=use_cache, compiled=step)
         return [best[0].tokens for best in hyps]
 
     return decode
@@ -187,6 +200,8 @@ def build_decoder(work: Path, race: Race, engine: str, threads: int, device: str
     if engine in ("aiayn-int8", "aiayn-bf16"):
         precision = engine.removeprefix("aiayn-")
         return aiayn_decoder(work, race, use_cache=True, precision=precision, device=device)
+    if engine == "aiayn-compiled":
+        return aiayn_decoder(work, race, use_cache=True, device=device, compiled=True)
     if engine.startswith("aiayn"):
         return aiayn_decoder(work, race, use_cache=engine == "aiayn-cached", device=device)
     if engine == "hf":

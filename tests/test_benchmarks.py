@@ -52,7 +52,8 @@ def test_every_engine_produces_exactly_the_forced_length(rows):
 
 @pytest.mark.parametrize("search", ["greedy", "beam 4"])
 def test_fp32_torch_engines_reproduce_the_uncached_reference(rows, search):
-    engines = ["aiayn-cached", "hf"] + (["ct2-float32"] if search == "greedy" else [])
+    engines = ["aiayn-cached", "aiayn-compiled", "hf"]
+    engines += ["ct2-float32"] if search == "greedy" else []
     for r in rows:
         if r["engine"] in engines and r["search"] == search:
             assert r["same_as_reference"] == r["sentences"], r

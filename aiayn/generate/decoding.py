@@ -11,7 +11,9 @@ from contextlib import contextmanager
 import torch
 from torch import Tensor
 
+from aiayn.generate.compiled import CompiledStep
 from aiayn.model.attention import keeping_weights
+from aiayn.model.kv_cache import DecoderCache, StaticDecoderCache
 from aiayn.model.transformer import LanguageModel, Transformer
 
 Model = Transformer | LanguageModel
@@ -33,7 +35,8 @@ class DecoderState:
         model: A `Transformer` or `LanguageModel`, in eval mode.
         src: (batch, src_len) source ids, or (batch, prompt_len) prompt ids.
         src_valid: (batch, src_len) bool, True on real tokens; defaults to src != pad.
-        use_cache: Decode incrementally on a `DecoderCache`.
+        use_cache: Decode incrementally on a `DecoderCache` (or, after `run_compiled`, on a
+            compiled step's static cache).
         read_cross_attention: After each call, keep the last decoder layer's cross-attention
             of the newest position, averaged over heads, in `cross_attention` (rows, src_len);
             run inside `keeping_cross_attention(model)`.
@@ -50,7 +53,11 @@ class DecoderState:
     ) -> None:
         config = model.config
         self.model = model
-        self.cache = model.new_cache() if use_cache else None
+        self.cache: DecoderCache | StaticDecoderCache | None = (
+            model.new_cache() if use_cache else None
+        )
+        self.cached = 0  # positions the cache holds
+        self.compiled: CompiledStep | None = None
         self.encoder_decoder = config.kind == "encoder-decoder"
         self.read_cross_attention = read_cross_attention
         self.cross_attention: Tensor | None = None
@@ -80,6 +87,26 @@ class DecoderState:
         positions_left = self.model.config.max_len - self.prefix.size(1) + 1
         return wanted.clamp(min=1, max=max(1, positions_left))
 
+    def run_compiled(self, compiled: CompiledStep, max_lens: Tensor) -> bool:
+        """Run the steps on `compiled`'s static cache from now on, if the longest row fits its
+        capacity (prefix and output) and no cross-attention is read; otherwise stay on the
+        eager cache (the same tokens, slower). Call before the first step. Returns whether the
+        steps run compiled.
+
+        Args:
+            compiled: Built for this state's model.
+            max_lens: (rows,) most output tokens per row, from `max_output_lengths`.
+        """
+        if compiled.model is not self.model:
+            raise ValueError("the compiled step was built for another model")
+        if self.cache is None or self.cached:
+            raise ValueError("a compiled step needs the cache, from the first step on")
+        positions = self.prefix.size(1) + int(max_lens.max()) - 1  # the last token is not fed
+        if self.read_cross_attention or positions > compiled.capacity:
+            return False
+        self.compiled, self.cache = compiled, compiled.new_cache(self.prefix.size(0))
+        return True
+
     def next_logits(self, tokens: Tensor) -> Tensor:
         """Logits (rows, vocab_size), float32, for the token after each row of `tokens`.
 
@@ -90,10 +117,17 @@ class DecoderState:
         if not self.encoder_decoder and tokens.size(1) > window:
             self.cache = None  # absolute positions shift from now on: recompute the window
             return self.model(tokens[:, -window:])[:, -1].float()
-        new = tokens if self.cache is None else tokens[:, self.cache.length :]
+        new = tokens if self.cache is None else tokens[:, self.cached :]
+        self.cached = tokens.size(1)
+        compiled = self.compiled
         if self.encoder_decoder:
             src_valid = self.src_valid if self.memory_padded else None
-            logits = self.model.decode(new, self.memory, src_valid, cache=self.cache)
+            if compiled is not None and isinstance(self.cache, StaticDecoderCache):
+                logits = compiled.decode(new, self.memory, src_valid, self.cache)
+            else:
+                logits = self.model.decode(new, self.memory, src_valid, cache=self.cache)
+        elif compiled is not None and isinstance(self.cache, StaticDecoderCache):
+            logits = compiled.forward(new, self.cache)
         else:
             logits = self.model(new, cache=self.cache)
         if self.read_cross_attention:

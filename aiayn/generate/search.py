@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from aiayn.generate.compiled import CompiledStep
 from aiayn.generate.decoding import (
     DecoderState,
     Model,
@@ -33,6 +34,7 @@ def decode(
     options: DecodeOptions | None = None,
     *,
     use_cache: bool = True,
+    compiled: CompiledStep | None = None,
 ) -> list[list[int]]:
     """The best output of every row under `options` (default: `DecodeOptions()`): greedy
     search for beam 1, beam search otherwise. The one decoder under validation during
@@ -44,9 +46,13 @@ def decode(
     options = options or DecodeOptions()
     eos, pad = model.config.eos_id, model.config.pad_id
     if options.beam == 1:
-        rows = greedy_search(model, src, src_valid, options, use_cache=use_cache).tolist()
+        rows = greedy_search(
+            model, src, src_valid, options, use_cache=use_cache, compiled=compiled
+        ).tolist()
     else:
-        hypotheses = beam_search(model, src, src_valid, options, use_cache=use_cache)
+        hypotheses = beam_search(
+            model, src, src_valid, options, use_cache=use_cache, compiled=compiled
+        )
         rows = [best[0].tokens for best in hypotheses]
     rows = [row[: row.index(eos)] if eos in row else row for row in rows]
     return [[token for token in row if token != pad] for row in rows]
@@ -60,6 +66,7 @@ def greedy_search(
     options: DecodeOptions | None = None,
     *,
     use_cache: bool = True,
+    compiled: CompiledStep | None = None,
 ) -> Tensor:
     """Pick the most likely token at each step until every row has produced EOS.
 
@@ -72,6 +79,8 @@ def greedy_search(
             if its positions end sooner); `min_len`: no EOS before this many output tokens.
         use_cache: Decode incrementally on the key/value cache; False recomputes the whole
             prefix each step (the reference the cache is tested against).
+        compiled: Run the steps on this compiled decoder step (`aiayn.generate.compiled`)
+            where the longest row fits its capacity.
 
     Returns:
         (batch, out_len) ids without BOS, each row ending with EOS unless cut at its maximum
@@ -80,6 +89,8 @@ def greedy_search(
     options = options or DecodeOptions()
     state = DecoderState(model, src, src_valid, use_cache=use_cache)
     max_lens = state.max_output_lengths(options.max_len_a, options.max_len_b)
+    if compiled is not None:
+        state.run_compiled(compiled, max_lens)
     outputs = decode_token_by_token(
         state,
         lambda log_probs: log_probs.argmax(dim=-1),
@@ -166,6 +177,7 @@ def beam_search(
     options: DecodeOptions | None = None,
     *,
     use_cache: bool = True,
+    compiled: CompiledStep | None = None,
 ) -> list[list[Hypothesis]]:
     """Beam search over all sentences of a batch at once, on the key/value cache.
 
@@ -190,6 +202,7 @@ def beam_search(
             hypotheses returned per sentence.
         use_cache: Decode incrementally on the key/value cache; False recomputes the whole
             prefix each step.
+        compiled: Run the steps on this compiled decoder step where the longest row fits.
 
     Returns:
         Per sentence, its best `n_best` hypotheses, best first.
@@ -203,8 +216,11 @@ def beam_search(
         state = DecoderState(
             model, src, src_valid, use_cache=use_cache, read_cross_attention=bool(coverage)
         )
+        max_lens = state.max_output_lengths(options.max_len_a, options.max_len_b)
+        if compiled is not None:
+            state.run_compiled(compiled, max_lens)
         search = _BeamSearch(state, beam_size, alpha, coverage, min_len=min_len, n_best=n_best)
-        beams = search.start(state.max_output_lengths(options.max_len_a, options.max_len_b))
+        beams = search.start(max_lens)
         for step in range(1, int(beams.max_lens.max()) + 1):
             logits = state.next_logits(beams.tokens if step > 1 else state.prefix)
             candidates = search.extend(beams, logits, step)

@@ -17,7 +17,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from aiayn.machine import cpu_has_native_bf16
 from aiayn.model.embedding import RotaryEmbedding
-from aiayn.model.kv_cache import KVCache
+from aiayn.model.kv_cache import AnyKVCache
 from aiayn.model.masks import check_mask
 
 
@@ -81,12 +81,16 @@ def fused_is_faster(q: Tensor, k: Tensor) -> bool:
     A decoding step (one query per row, no gradient): the fused kernel wins for a few rows (2-3x
     at batch 1) and loses once (batch x heads) rows x keys grow past about 4,096 in fp32 (by up
     to 1.5x at 512 rows x 40 keys, on AVX-512 and AVX2 alike) or 1,280 in native bf16 (up to
-    3.8x): beam search over a batch has many rows."""
+    3.8x): beam search over a batch has many rows. A compiled step (`aiayn.generate.compiled`)
+    takes the formula at every size, which inductor fuses: a test on the number of rows or keys
+    would compile the step once for each side of it (measured the same at batch 1 both ways)."""
     if q.device.type != "cpu":
         return True
     if q.dtype != torch.float32 and not cpu_has_native_bf16():
         return True
     if q.size(2) == 1 and not (q.requires_grad or k.requires_grad):
+        if torch.compiler.is_compiling():
+            return False  # one path for every shape: a size test would guard and recompile
         rows_keys = q.size(0) * q.size(1) * k.size(2)
         return rows_keys < (4096 if q.dtype == torch.float32 else 1280)
     return q.dtype == torch.float32 or k.size(2) >= 256
@@ -112,7 +116,8 @@ class MultiHeadAttention(nn.Module):
 
     With a `KVCache`, self-attention appends this call's keys and values to it and attends over
     all positions so far (incremental decoding); cross-attention computes the keys and values of
-    the memory on the first call and reuses them afterwards.
+    the memory on the first call and reuses them afterwards. A `StaticKVCache` holds a buffer of
+    fixed capacity instead, which attention reads whole under the mask the decoder gives.
 
     Shape:
         x: (batch, q_len, d_model); x_kv: (batch, k_len, d_model) or None;
@@ -150,7 +155,7 @@ class MultiHeadAttention(nn.Module):
         x_kv: Tensor | None = None,
         mask: Tensor | None = None,
         *,
-        cache: KVCache | None = None,
+        cache: AnyKVCache | None = None,
         need_weights: bool = False,
     ) -> tuple[Tensor, Tensor | None]:
         is_self = x_kv is None

@@ -58,9 +58,8 @@ class SinusoidalPositions(nn.Module):
         super().__init__()
         self.register_buffer("table", sinusoids(max_len, d_model, layout), persistent=False)
 
-    def forward(self, x: Tensor, offset: int = 0) -> Tensor:
-        check_length(offset + x.size(1), self.table.size(0))
-        return x + self.table[offset : offset + x.size(1)].to(x.dtype)
+    def forward(self, x: Tensor, offset: int | Tensor = 0) -> Tensor:
+        return x + rows(self.table, offset, x.size(1)).to(x.dtype)
 
 
 class LearnedPositions(nn.Module):
@@ -74,9 +73,8 @@ class LearnedPositions(nn.Module):
         super().__init__()
         self.weight = nn.Parameter(torch.empty(max_len, d_model))
 
-    def forward(self, x: Tensor, offset: int = 0) -> Tensor:
-        check_length(offset + x.size(1), self.weight.size(0))
-        return x + self.weight[offset : offset + x.size(1)]
+    def forward(self, x: Tensor, offset: int | Tensor = 0) -> Tensor:
+        return x + rows(self.weight, offset, x.size(1))
 
 
 class RotaryEmbedding(nn.Module):
@@ -95,13 +93,22 @@ class RotaryEmbedding(nn.Module):
         self.register_buffer("cos", angle.cos().float(), persistent=False)
         self.register_buffer("sin", angle.sin().float(), persistent=False)
 
-    def forward(self, x: Tensor, offset: int = 0) -> Tensor:
-        check_length(offset + x.size(2), self.cos.size(0))
-        cos = self.cos[offset : offset + x.size(2)].to(x.dtype)  # (len, d_head/2)
-        sin = self.sin[offset : offset + x.size(2)].to(x.dtype)
+    def forward(self, x: Tensor, offset: int | Tensor = 0) -> Tensor:
+        cos = rows(self.cos, offset, x.size(2)).to(x.dtype)  # (len, d_head/2)
+        sin = rows(self.sin, offset, x.size(2)).to(x.dtype)
         even, odd = x[..., 0::2], x[..., 1::2]  # (batch, heads, len, d_head/2)
         rotated = torch.stack((even * cos - odd * sin, even * sin + odd * cos), dim=-1)
         return rotated.flatten(-2)  # interleave back: (batch, heads, len, d_head)
+
+
+def rows(table: Tensor, offset: int | Tensor, length: int) -> Tensor:
+    """table[offset : offset + length], the positions from `offset` on. A tensor offset (the
+    (1,) position a `StaticKVCache` keeps) gathers the rows instead of slicing, so a compiled
+    decoder step does not depend on its value; the cache's capacity bounds it."""
+    if isinstance(offset, Tensor):
+        return table.index_select(0, offset + torch.arange(length, device=offset.device))
+    check_length(offset + length, table.size(0))
+    return table[offset : offset + length]
 
 
 def check_length(length: int, max_len: int) -> None:

@@ -101,3 +101,104 @@ class DecoderCache:
         source sentence's group, whose cross-attention keys and values are all equal."""
         for cache in self.self_attn:
             cache.reorder(index)
+
+
+class StaticKVCache:
+    """Keys and values of one self-attention layer in buffers of fixed capacity, (batch, heads,
+    capacity, d_head), written in place at position `length`, a (1,) tensor.
+
+    Every step then has the same shapes and no Python number changes between steps: what a
+    compiled decoder step needs (`aiayn.generate.compiled`). Attention reads the whole buffer;
+    the decoder masks the positions not yet written (`StaticDecoderCache.visible`).
+    """
+
+    def __init__(self, k: Tensor, v: Tensor, length: Tensor) -> None:
+        self.k, self.v, self.length = k, v, length
+
+    def append(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        """Write `t` new positions (batch, heads, t, d_head); return the whole buffers."""
+        index = self.length + torch.arange(k.size(2), device=k.device)  # (t,)
+        self.k.index_copy_(2, index, k)
+        self.v.index_copy_(2, index, v)
+        self.length = self.length + k.size(2)  # a new tensor: the old one may be read still
+        return self.k, self.v
+
+    def reorder(self, index: Tensor) -> None:
+        self.k, self.v = self.k.index_select(0, index), self.v.index_select(0, index)
+
+
+class MemoryKVCache:
+    """Cross-attention keys and values of the encoder output, set once: `length` is the
+    tensor's size (a symbolic size in a compiled step, so a new source length does not
+    recompile it)."""
+
+    def __init__(self) -> None:
+        self.k: Tensor | None = None
+        self.v: Tensor | None = None
+
+    @property
+    def length(self) -> int:
+        return 0 if self.k is None else self.k.size(2)
+
+    def set(self, k: Tensor, v: Tensor) -> None:
+        # Contiguous, as `reorder` leaves them: one layout, so one compiled step.
+        self.k, self.v = k.contiguous(), v.contiguous()
+
+    def reorder(self, index: Tensor) -> None:
+        if self.k is not None:
+            self.k, self.v = self.k.index_select(0, index), self.v.index_select(0, index)
+
+
+class StaticDecoderCache:
+    """A `DecoderCache` of fixed shapes: per layer a `StaticKVCache` of `capacity` positions
+    for self-attention and a `MemoryKVCache` for cross-attention."""
+
+    def __init__(
+        self,
+        n_layers: int,
+        batch: int,
+        heads: int,
+        capacity: int,
+        d_k: int,
+        d_v: int,
+        *,
+        dtype: torch.dtype,
+        device: torch.device,
+    ) -> None:
+        start = torch.zeros(1, dtype=torch.long, device=device)
+        self.self_attn = [
+            StaticKVCache(
+                torch.zeros(batch, heads, capacity, d_k, dtype=dtype, device=device),
+                torch.zeros(batch, heads, capacity, d_v, dtype=dtype, device=device),
+                start,
+            )
+            for _ in range(n_layers)
+        ]
+        self.cross_attn = [MemoryKVCache() for _ in range(n_layers)]
+        self.capacity = capacity
+
+    @property
+    def length(self) -> Tensor:
+        """Positions decoded, a (1,) tensor."""
+        return self.self_attn[0].length
+
+    def visible(self, q_len: int) -> Tensor:
+        """Which buffer positions each of `q_len` new positions may attend to: those written
+        before it and itself (the causal mask of §3.2.3). Shape (1, 1, q_len, capacity)."""
+        device = self.length.device
+        query = self.length + torch.arange(q_len, device=device)  # (q_len,) absolute positions
+        keys = torch.arange(self.capacity, device=device)  # (capacity,)
+        return (keys[None, :] <= query[:, None])[None, None]
+
+    def reorder(self, index: Tensor) -> None:
+        for cache in (*self.self_attn, *self.cross_attn):
+            cache.reorder(index)
+
+    def reorder_self(self, index: Tensor) -> None:
+        for cache in self.self_attn:
+            cache.reorder(index)
+
+
+AnyKVCache = KVCache | StaticKVCache | MemoryKVCache
+"""What an attention layer reads and writes: `length`, `k`, `v`, `append` (self-attention) or
+`set` (cross-attention)."""

@@ -15,7 +15,7 @@ from aiayn.model.attention import MultiHeadAttention
 from aiayn.model.config import ModelConfig
 from aiayn.model.embedding import RotaryEmbedding
 from aiayn.model.feedforward import FeedForward
-from aiayn.model.kv_cache import KVCache
+from aiayn.model.kv_cache import AnyKVCache
 
 
 class Residual(nn.Module):
@@ -104,8 +104,8 @@ class DecoderLayer(nn.Module):
         self_mask: Tensor | None = None,
         memory_mask: Tensor | None = None,
         *,
-        self_cache: KVCache | None = None,
-        cross_cache: KVCache | None = None,
+        self_cache: AnyKVCache | None = None,
+        cross_cache: AnyKVCache | None = None,
     ) -> Tensor:
         x = self.self_attn_residual(
             x, lambda y: self.self_attn(y, mask=self_mask, cache=self_cache)[0]

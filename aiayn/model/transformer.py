@@ -18,7 +18,7 @@ from aiayn.model.embedding import (
     SinusoidalPositions,
     TokenEmbedding,
 )
-from aiayn.model.kv_cache import DecoderCache
+from aiayn.model.kv_cache import DecoderCache, StaticDecoderCache
 from aiayn.model.layers import DecoderLayer, EncoderLayer
 from aiayn.model.masks import decoder_mask, padding_mask
 
@@ -75,7 +75,7 @@ class Decoder(nn.Module):
         memory: Tensor | None,
         self_mask: Tensor | None,
         memory_mask: Tensor | None,
-        cache: DecoderCache | None = None,
+        cache: DecoderCache | StaticDecoderCache | None = None,
     ) -> Tensor:
         for i, layer in enumerate(self.layers):
             x = layer(
@@ -156,7 +156,7 @@ class Transformer(nn.Module):
         src_valid: Tensor | None,
         *,
         tgt_valid: Tensor | None = None,
-        cache: DecoderCache | None = None,
+        cache: DecoderCache | StaticDecoderCache | None = None,
     ) -> Tensor:
         """Target prefix -> logits (batch, tgt_len, vocab_size) for the next tokens.
 
@@ -165,11 +165,7 @@ class Transformer(nn.Module):
         """
         offset = 0 if cache is None else cache.length
         x = self.tgt_embed(tgt_in, offset)
-        q_len = tgt_in.size(1)
-        if q_len == 1 and tgt_valid is None:
-            self_mask = None  # the newest position sees every position so far: nothing to mask
-        else:
-            self_mask = decoder_mask(q_len, offset + q_len, tgt_valid, tgt_in.device)
+        self_mask = self_attention_mask(tgt_in, tgt_valid, cache)
         memory_mask = None if src_valid is None else padding_mask(src_valid)
         return self.out_proj(self.decoder(x, memory, self_mask, memory_mask, cache))
 
@@ -211,20 +207,39 @@ class LanguageModel(nn.Module):
         init_weights(self, config)
 
     def forward(
-        self, tokens: Tensor, valid: Tensor | None = None, *, cache: DecoderCache | None = None
+        self,
+        tokens: Tensor,
+        valid: Tensor | None = None,
+        *,
+        cache: DecoderCache | StaticDecoderCache | None = None,
     ) -> Tensor:
         offset = 0 if cache is None else cache.length
         x = self.embed(tokens, offset)
-        q_len = tokens.size(1)
-        mask = (
-            None
-            if q_len == 1 and valid is None
-            else decoder_mask(q_len, offset + q_len, valid, tokens.device)
-        )
+        mask = self_attention_mask(tokens, valid, cache)
         return self.out_proj(self.decoder(x, None, mask, None, cache))
 
     def new_cache(self) -> DecoderCache:
         return DecoderCache(len(self.decoder.layers))
+
+
+def self_attention_mask(
+    tokens: Tensor, valid: Tensor | None, cache: DecoderCache | StaticDecoderCache | None
+) -> Tensor | None:
+    """The decoder's self-attention mask for `tokens` (batch, q_len), the new positions after
+    those the cache holds: causal, and over `valid` (batch, cached + q_len) where given.
+
+    Returns None where nothing is masked (one new position that sees every position so far);
+    over a `StaticDecoderCache`, the buffer positions written so far (1, 1, q_len, capacity).
+    """
+    q_len = tokens.size(1)
+    if isinstance(cache, StaticDecoderCache):
+        if valid is not None:
+            raise ValueError("a static cache decodes rows without padding (valid=None)")
+        return cache.visible(q_len)
+    if q_len == 1 and valid is None:
+        return None
+    offset = 0 if cache is None else cache.length
+    return decoder_mask(q_len, offset + q_len, valid, tokens.device)
 
 
 def build_model(config: ModelConfig) -> Transformer | LanguageModel:

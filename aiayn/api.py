@@ -28,6 +28,7 @@ from aiayn.evaluate.perplexity import (
     sliding_window_perplexity,
 )
 from aiayn.files import atomic_write
+from aiayn.generate.compiled import CompiledStep
 from aiayn.generate.options import DecodeOptions
 from aiayn.generate.sampling import generate as generate_ids
 from aiayn.model.precision import inference_precision
@@ -177,15 +178,30 @@ class TextModel:
     """
 
     def __init__(
-        self, model: Transformer | LanguageModel, tokenizer: TextTokenizer, config: RunConfig
+        self,
+        model: Transformer | LanguageModel,
+        tokenizer: TextTokenizer,
+        config: RunConfig,
+        compiled: CompiledStep | None = None,
     ) -> None:
         self.model, self.tokenizer, self.config = model, tokenizer, config
         self.device = next(model.parameters()).device
+        self.compiled = compiled
 
     def with_decode(self, **changes: object) -> TextModel:
         """The same model and tokenizer with some `DecodeOptions` fields changed (None: kept)."""
         decode = self.decode_options(**changes)
-        return TextModel(self.model, self.tokenizer, self.config.replace(decode=decode))
+        config = self.config.replace(decode=decode)
+        return TextModel(self.model, self.tokenizer, config, self.compiled)
+
+    def compile(self, *, capacity: int | None = None, autotune: bool = True) -> TextModel:
+        """Compile the decoder step (`aiayn.generate.compiled.CompiledStep`) for `translate` and
+        `evaluate`, in place; returns self. It pays for many sentences, few at a time (a
+        server, batch 1: ~3x the eager steps at the Multi30k size, docs/benchmarks.md), after
+        tens of seconds of compiling on the first sentences; fp32 or bf16 only."""
+        self._need(translation=True)
+        self.compiled = CompiledStep(self.model, capacity=capacity, autotune=autotune)
+        return self
 
     def export(self, out_dir: str | Path, *, format: str = "hf-marian") -> Path:
         """Write the model in another library's layout: `hf-marian` (transformers'
@@ -238,7 +254,9 @@ class TextModel:
             kind = f"translation{languages}"
         else:
             kind = "language model"
-        return f"{kind}, {self.parameters:,} parameters, {self.precision} on {self.device}"
+        compiled = ", decoder step compiled" if self.compiled is not None else ""
+        where = f"{self.precision} on {self.device}{compiled}"
+        return f"{kind}, {self.parameters:,} parameters, {where}"
 
     @property
     def precision(self) -> str:
@@ -288,6 +306,7 @@ class TextModel:
             max_tokens=max_tokens,
             use_cache=use_cache,
             progress=progress,
+            compiled=self.compiled if use_cache else None,
         )
 
     def generate(

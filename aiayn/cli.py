@@ -329,6 +329,15 @@ def _precision_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _compile_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--compile",
+        action="store_true",
+        help="compile the decoder step (fp32 or bf16; tens of seconds on the first sentences, "
+        "then ~3x faster steps at batch 1: for many sentences decoded few at a time)",
+    )
+
+
 def _precision(args: argparse.Namespace) -> str | None:
     return args.quantize or args.dtype
 
@@ -364,6 +373,8 @@ def _load(args: argparse.Namespace) -> TextModel:
     given = vars(args)
     options = {f.name: given.get(f.name) for f in dataclasses.fields(DecodeOptions)}
     model = load(args.run_dir, args.checkpoint, device=args.device, precision=_precision(args))
+    if getattr(args, "compile", False):
+        model.compile()
     return model.with_decode(**options)
 
 
@@ -372,6 +383,7 @@ def add_translate(sub: argparse._SubParsersAction) -> None:
         "translate", help="translate lines (stdin to stdout, or files); one output line per line"
     )
     _model_arguments(p)
+    _compile_argument(p)
     _search_arguments(p)
     p.add_argument("-i", "--input", help="input file, plain or .gz (default: stdin)")
     p.add_argument("-o", "--output", help="output file (default: stdout)")
@@ -491,6 +503,7 @@ def add_serve(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default: cpu)")
     _precision_arguments(p)
+    _compile_argument(p)
     defaults = ServeSettings()
     for field in dataclasses.fields(ServeSettings):
         kind = type(getattr(defaults, field.name))
@@ -516,7 +529,11 @@ def run_serve(args: argparse.Namespace) -> None:
     listener = listen(settings.host, settings.port)  # a port in use: say so before loading
     try:
         models = load_models(
-            runs, checkpoint=args.checkpoint, device=args.device, precision=_precision(args)
+            runs,
+            checkpoint=args.checkpoint,
+            device=args.device,
+            precision=_precision(args),
+            compile=args.compile,
         )
     except BaseException:
         listener.close()

@@ -13,6 +13,7 @@ from tqdm import tqdm
 
 from aiayn.data.batching import TokenBatchSampler, collate
 from aiayn.data.tokenizer import TextTokenizer
+from aiayn.generate.compiled import CompiledStep
 from aiayn.generate.options import DecodeOptions, LongInput
 from aiayn.generate.search import decode
 from aiayn.model.transformer import Transformer
@@ -30,13 +31,15 @@ def translate_texts(
     max_tokens: int = DEFAULT_MAX_TOKENS,
     use_cache: bool = True,
     progress: bool = False,
+    compiled: CompiledStep | None = None,
 ) -> list[str]:
     """One translation per sentence, in input order; a blank sentence gives "".
 
     Sentences are sorted by length and decoded in batches of about `max_tokens` source tokens
     times beam size; a sentence longer than the positions is cut with a warning or refused, as
     `options.long_input` says; length limits past the positions are capped with a warning
-    (`cap_lengths`). Each output is one line (line breaks become spaces).
+    (`cap_lengths`). Each output is one line (line breaks become spaces). `compiled` runs the
+    decoder steps compiled (`aiayn.generate.compiled`).
 
     Raises:
         ValueError: A sentence holds a lone surrogate (names its index), or is too long and
@@ -62,7 +65,9 @@ def translate_texts(
             bos_id=model.config.bos_id,
             eos_id=model.config.eos_id,
         ).to(device)
-        decoded = decode(model, batch.src, batch.src_valid, options, use_cache=use_cache)
+        decoded = decode(
+            model, batch.src, batch.src_valid, options, use_cache=use_cache, compiled=compiled
+        )
         for row, out in zip(rows, decoded, strict=True):
             outputs[row] = " ".join(tokenizer.decode(out).splitlines())  # one line per input
         bar.update(len(rows))

@@ -46,6 +46,16 @@ def test_one_output_per_input_in_order_whatever_the_batching(translator, beam):
     assert all("\n" not in out for out in outputs)
 
 
+def test_a_compiled_decoder_step_translates_as_the_eager_one(translation_run, translator):
+    model = aiayn.load(translation_run).compile(autotune=False)
+    assert model.summary().endswith(", decoder step compiled")
+    for beam in (1, 4):
+        assert model.translate(SOURCES, beam=beam) == translator.translate(SOURCES, beam=beam)
+    assert model.with_decode(beam=2).compiled is model.compiled
+    with pytest.raises(ValueError, match="needs fp32 or bf16 weights, not int8"):
+        aiayn.load(translation_run, precision="int8").compile()
+
+
 def test_no_input_gives_no_output_and_a_string_is_refused(translator):
     assert translator.translate([]) == []
     with pytest.raises(TypeError, match="list"):

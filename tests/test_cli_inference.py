@@ -43,6 +43,14 @@ def test_translate_stdin_to_stdout_one_line_per_line(mt_run, monkeypatch, capsys
     assert capsys.readouterr().out == ""
 
 
+def test_translate_with_the_decoder_step_compiled_gives_the_same_lines(mt_run, monkeypatch, capsys):
+    monkeypatch.setattr("sys.stdin", stdin("".join(line + "\n" for line in LINES).encode()))
+    main(["translate", str(mt_run), "--compile", "--beam", "2", "--alpha", "0.6"])
+    assert capsys.readouterr().out.split("\n")[:-1] == load(mt_run).translate(
+        LINES, beam=2, alpha=0.6
+    )
+
+
 def test_translate_files_with_a_checkpoint_choice(mt_run, tmp_path, capsys):
     source, target = tmp_path / "in.txt", tmp_path / "out.txt"
     source.write_text("\n".join(LINES))  # no final newline: still five lines

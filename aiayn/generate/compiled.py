@@ -24,6 +24,7 @@ import torch._inductor.config as inductor_config
 from torch import Tensor
 
 from aiayn.model.kv_cache import StaticDecoderCache
+from aiayn.model.precision import inference_precision
 from aiayn.model.transformer import LanguageModel, Transformer
 
 Model = Transformer | LanguageModel
@@ -49,10 +50,11 @@ class CompiledStep:
     def __init__(self, model: Model, *, capacity: int | None = None, autotune: bool = True) -> None:
         if model.training:
             raise ValueError("compile a model in eval mode (model.eval()): dropout is frozen in")
-        dtypes = {p.dtype for p in model.parameters()}
-        if not dtypes <= {torch.float32, torch.bfloat16}:
-            found = ", ".join(sorted(map(str, dtypes)))
-            raise ValueError(f"compiling the decoder step needs fp32 or bf16 weights, not {found}")
+        precision = inference_precision(model)
+        if precision not in ("fp32", "bf16"):
+            raise ValueError(
+                f"compiling the decoder step needs fp32 or bf16 weights, not {precision}"
+            )
         self.model = model
         self.capacity = capacity or min(128, model.config.max_len)
         if self.capacity > model.config.max_len:

@@ -31,10 +31,16 @@ def load_models(
     checkpoint: str = "best",
     device: str = "cpu",
     precision: str | None = None,
+    compile: bool = False,
 ) -> dict[str, TextModel]:
     """Each run directory of `parse_model_specs`'s mapping loaded under its name, in
-    `precision` (`fp32`, `bf16`, `int8`; None: as stored)."""
-    return {
+    `precision` (`fp32`, `bf16`, `int8`; None: as stored), translation models with their
+    decoder step compiled if `compile` (`TextModel.compile`)."""
+    models = {
         name: load(path, checkpoint, device=device, precision=precision)
         for name, path in runs.items()
     }
+    for model in models.values():
+        if compile and model.is_translation:
+            model.compile()
+    return models

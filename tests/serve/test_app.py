@@ -19,6 +19,7 @@ import httpx
 import pytest
 import torch
 
+from aiayn.serve import load_models
 from aiayn.serve.settings import ServeSettings
 from aiayn.serve.worker import Job, ModelWorker
 from tests.serve.conftest import server_sent_events, serving
@@ -106,6 +107,20 @@ def test_translations_equal_the_python_api(client, models):
     assert reply["truncated"] == [False] * 4 and reply["model"] == "mt"
     one = client.post("/v1/translate", json={"text": "katze", "model": "mt"}).json()
     assert one["translations"] == models["mt"].translate(["katze"])  # the run's beam
+
+
+def test_models_loaded_with_the_decoder_step_compiled_serve_the_same_translations(runs, models):
+    compiled = load_models(runs, compile=True)
+    assert compiled["mt"].compiled is not None and compiled["lm"].compiled is None
+    texts = ["der hund läuft", "katze", "rot blau haus im garten"]
+    with (
+        serving(compiled, SETTINGS) as server,
+        httpx.Client(base_url=server.url, timeout=300) as client,
+    ):
+        for beam in (1, 2):
+            body = {"model": "mt", "texts": texts, "beam": beam}
+            reply = client.post("/v1/translate", json=body).json()
+            assert reply["translations"] == models["mt"].translate(texts, beam=beam)
 
 
 def test_an_input_longer_than_the_positions_is_cut_and_says_so(client, models):

@@ -6,18 +6,23 @@ Python and dispatch between kernels, and to linear maps that read weights too bi
 cache at the speed of memory. `CompiledStep` hands `model.decode` (or a language model's
 forward) for one new position per row to `torch.compile`:
 
-- over a `StaticDecoderCache`, so every step has the same shapes and the step compiles once;
-  the source length is left symbolic, so a new sentence does not recompile it;
+- over a `StaticDecoderCache`, so every step has the same shapes: the step compiles four
+  times, the first position (which also computes the cross-attention keys and values) and the
+  later ones, each for one row and for any other number of rows; the source length is left
+  symbolic, so a new sentence does not recompile it;
 - with inductor's `freezing` (the weights become constants of the compiled code, repacked for
   its matrix kernels) and, on a CPU, `max_autotune` with its C++ GEMM template, which times its
   own kernels against ATen's for each linear map once and keeps the faster.
 
-The first step of a sentence (the source's cross-attention keys and values, or a whole prompt)
-runs eagerly on the same cache; every later step runs compiled. Compiling takes tens of seconds
-(`docs/benchmarks.md`): worth it for a translator that serves many sentences, not for one.
+The encoder, and a language model's prompt, run eagerly, writing into the same cache.
+Compiling takes tens of seconds (`docs/benchmarks.md`): worth it for a translator that serves
+many sentences, not for one.
 """
 
 from __future__ import annotations
+
+import itertools
+from types import FunctionType
 
 import torch
 import torch._inductor.config as inductor_config
@@ -33,8 +38,9 @@ Model = Transformer | LanguageModel
 class CompiledStep:
     """`model`'s decoder step compiled over static caches, and the caches it runs on.
 
-    The weights are frozen into the compiled code: build a new `CompiledStep` after changing
-    them. Decoding uses it through `decode(..., step=CompiledStep(model))` (greedy or beam).
+    The weights, and the model's structure and eval mode, are frozen into the compiled code
+    (nothing re-checks them at each step): build a new `CompiledStep` after changing them.
+    Searches take it as `compiled` (`decode`, `greedy_search`, `beam_search`).
 
     Args:
         model: An encoder-decoder or a decoder-only model in eval mode, fp32 or bf16 weights.
@@ -71,12 +77,17 @@ class CompiledStep:
         # in around each call instead, so that a compile or recompile sees them and nothing
         # else in the process does.
         self._options = options
-        forward = model.decode if isinstance(model, Transformer) else model.forward
-        self._step = torch.compile(forward, fullgraph=True)
+        # The weights are constants of the compiled code: guards on the model's modules would
+        # only re-check what freezing already fixed (173 -> 46 us a step at batch 1). Without
+        # them another model of the same shapes would pass the guards, so each CompiledStep
+        # compiles a function of its own, whose graphs dynamo keeps apart from all others.
+        unguarded = {"guard_filter_fn": torch.compiler.skip_guard_on_all_nn_modules_unsafe}
+        step = own_copy(decode_step if isinstance(model, Transformer) else forward_step)
+        self._step = torch.compile(step, fullgraph=True, options=unguarded)
 
-    def _compiled(self, *args: object, **kwargs: object) -> Tensor:
+    def _compiled(self, *args: Tensor | StaticDecoderCache) -> Tensor:
         with inductor_config.patch(self._options):
-            return self._step(*args, **kwargs)
+            return self._step(self.model, *args)
 
     def new_cache(self, rows: int) -> StaticDecoderCache:
         config = self.model.config
@@ -88,21 +99,23 @@ class CompiledStep:
     def decode(
         self, tgt_in: Tensor, memory: Tensor, src_valid: Tensor | None, cache: StaticDecoderCache
     ) -> Tensor:
-        """`Transformer.decode` on `cache`: eager for the first position (which sets the
-        cross-attention keys and values), compiled for each one after it."""
-        if tgt_in.size(1) != 1 or cache.cross_attn[0].k is None:
+        """`Transformer.decode` of one new position per row on `cache`, compiled: the first
+        position (which computes the cross-attention keys and values) and the later ones are
+        two graphs, each for one row and for more."""
+        if tgt_in.size(1) != 1:
             return self.model.decode(tgt_in, memory, src_valid, cache=cache)
         tgt_in = fresh(tgt_in)
         if src_valid is None:  # one graph whether or not the batch has padding
             src_valid = memory.new_ones(memory.shape[:2], dtype=torch.bool)
         for layer in cache.cross_attn:  # a new source length must not recompile the step
-            mark_dynamic(layer.k, 2)
-            mark_dynamic(layer.v, 2)
+            if layer.k is not None:
+                mark_dynamic(layer.k, 2)
+                mark_dynamic(layer.v, 2)
         mark_dynamic(memory, 1)
         mark_dynamic(src_valid, 1)
         if tgt_in.size(0) > 1:
             rows_dynamic(tgt_in, memory, src_valid, cache)
-        return self._compiled(tgt_in, memory, src_valid, cache=cache)
+        return self._compiled(tgt_in, memory, src_valid, cache)
 
     def forward(self, tokens: Tensor, cache: StaticDecoderCache) -> Tensor:
         """`LanguageModel.forward` on `cache`: eager for a prompt, compiled for each token."""
@@ -111,7 +124,31 @@ class CompiledStep:
         tokens = fresh(tokens)
         if tokens.size(0) > 1:
             rows_dynamic(tokens, None, None, cache)
-        return self._compiled(tokens, cache=cache)
+        return self._compiled(tokens, cache)
+
+
+def decode_step(
+    model: Transformer,
+    tgt_in: Tensor,
+    memory: Tensor,
+    src_valid: Tensor,
+    cache: StaticDecoderCache,
+) -> Tensor:
+    return model.decode(tgt_in, memory, src_valid, cache=cache)
+
+
+def forward_step(model: LanguageModel, tokens: Tensor, cache: StaticDecoderCache) -> Tensor:
+    return model(tokens, cache=cache)
+
+
+_copies = itertools.count()
+
+
+def own_copy(function: FunctionType) -> FunctionType:
+    """`function` with a code object of its own: dynamo keeps compiled graphs, and counts
+    recompiles against its limit, per code object."""
+    code = function.__code__.replace(co_name=f"{function.__name__}_{next(_copies)}")
+    return FunctionType(code, function.__globals__, code.co_name, function.__defaults__)
 
 
 def mark_dynamic(tensor: Tensor, dim: int) -> None:

@@ -1,6 +1,6 @@
-"""The compiled decoder step: the same search results as the eager cache, one graph for one row
-and one for any number of rows, eager where a row would outgrow the static cache, and refusals
-that name what is wrong."""
+"""The compiled decoder step: the same search results as the eager cache, four graphs in all
+(first and later steps, one row and more), each model's graphs its own, eager where a row would
+outgrow the static cache, and refusals that name what is wrong."""
 
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ def assert_same_search(model, compiled, src, src_valid, options: DecodeOptions) 
 
 
 @pytest.mark.parametrize("positions", ["sinusoidal", "rope"])
-def test_compiled_steps_search_as_the_eager_cache_with_two_graphs_in_all(positions):
+def test_compiled_steps_search_as_the_eager_cache_with_four_graphs_in_all(positions):
     model = tiny_model(positions=positions)
     torch._dynamo.reset()
     before = graphs_compiled()
@@ -45,8 +45,22 @@ def test_compiled_steps_search_as_the_eager_cache_with_two_graphs_in_all(positio
     for lengths, seed in (([4, 7, 2], 3), ([9, 1, 5, 3], 4), ([6], 5), ([3, 3], 6)):
         src, src_valid = sources(lengths, seed=seed)
         assert_same_search(model, compiled, src, src_valid, options)
-    # one graph for one row (greedy at batch 1), one for every other number of rows
-    assert graphs_compiled() - before == 2
+    # the first step and the later ones, each for one row (greedy at batch 1) and for more
+    assert graphs_compiled() - before == 4
+
+
+def test_two_models_of_the_same_shapes_each_decode_with_their_own_weights():
+    models = [tiny_model(seed=seed) for seed in (0, 1)]
+    steps = [CompiledStep(model, capacity=16, autotune=False) for model in models]
+    src, src_valid = sources([5], seed=9)
+    options = DecodeOptions(max_len_a=0.0, max_len_b=10)
+    eager = [greedy_search(model, src, src_valid, options) for model in models]
+    assert not torch.equal(*eager)  # the two models tell each other apart
+    for _ in range(2):  # interleaved, after both have compiled
+        for model, step, expected in zip(models, steps, eager, strict=True):
+            assert torch.equal(
+                greedy_search(model, src, src_valid, options, compiled=step), expected
+            )
 
 
 def test_a_language_models_compiled_steps_continue_prompts_as_the_eager_cache():

@@ -141,7 +141,12 @@ class DecoderState:
         `same_source` promises that every row stays within a group of rows that share one
         source sentence (so equal memory): the cross-attention cache and memory are kept.
         """
-        if self.cache is not None:
+        if isinstance(self.cache, StaticDecoderCache):
+            if same_source:
+                self.cache.reorder_self(index, self.cached)
+            else:
+                self.cache.reorder(index, self.cached)
+        elif self.cache is not None:
             if same_source:
                 self.cache.reorder_self(index)
             else:

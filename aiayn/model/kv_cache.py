@@ -123,8 +123,20 @@ class StaticKVCache:
         self.length = self.length + k.size(2)  # a new tensor: the old one may be read still
         return self.k, self.v
 
-    def reorder(self, index: Tensor) -> None:
-        self.k, self.v = self.k.index_select(0, index), self.v.index_select(0, index)
+    def reorder(self, index: Tensor, positions: int) -> None:
+        """Keep rows `index`, copying only the first `positions` positions (the ones written;
+        the rest is masked): in place while the number of rows stays, so the buffers stay the
+        compiled step's inputs; zeros beyond `positions` otherwise (masked weights are zero,
+        and zero times a stale NaN would not be)."""
+        if index.numel() == self.k.size(0):
+            self.k[:, :, :positions] = self.k[index, :, :positions]
+            self.v[:, :, :positions] = self.v[index, :, :positions]
+            return
+        k = self.k.new_zeros(index.numel(), *self.k.shape[1:])
+        v = self.v.new_zeros(index.numel(), *self.v.shape[1:])
+        k[:, :, :positions] = self.k[index, :, :positions]
+        v[:, :, :positions] = self.v[index, :, :positions]
+        self.k, self.v = k, v
 
 
 class MemoryKVCache:
@@ -190,13 +202,15 @@ class StaticDecoderCache:
         keys = torch.arange(self.capacity, device=device)  # (capacity,)
         return (keys[None, :] <= query[:, None])[None, None]
 
-    def reorder(self, index: Tensor) -> None:
-        for cache in (*self.self_attn, *self.cross_attn):
+    def reorder(self, index: Tensor, positions: int) -> None:
+        """Keep rows `index` of every cache; `positions`: how many the decoder has written."""
+        self.reorder_self(index, positions)
+        for cache in self.cross_attn:
             cache.reorder(index)
 
-    def reorder_self(self, index: Tensor) -> None:
+    def reorder_self(self, index: Tensor, positions: int) -> None:
         for cache in self.self_attn:
-            cache.reorder(index)
+            cache.reorder(index, positions)
 
 
 AnyKVCache = KVCache | StaticKVCache | MemoryKVCache

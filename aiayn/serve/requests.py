@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import AsyncIterator
 
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -98,13 +99,30 @@ async def read_body(
     return bytes(body)
 
 
+MAX_JSON_DEPTH = 64  # a request nests 3 deep; json alone stops at the recursion limit
+_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"')
+_BRACKET = re.compile(r"[\[\]{}]")
+
+
+def json_depth(text: str) -> int:
+    """How deeply the arrays and objects of `text` nest, brackets inside strings not counted."""
+    depth = deepest = 0
+    for bracket in _BRACKET.findall(_STRING.sub("", text)):
+        depth += 1 if bracket in "[{" else -1
+        deepest = max(deepest, depth)
+    return deepest
+
+
 def parse_json(body: bytes) -> object:
     """The JSON value of `body`; 400 naming the byte or line and column where it goes wrong.
-    NaN and Infinity are not JSON and are refused."""
+    NaN and Infinity are not JSON and are refused, and so is nesting past `MAX_JSON_DEPTH`
+    (json's own bound is the interpreter's recursion limit, which torch.compile raises)."""
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError as error:
         raise ApiError(400, f"the body is not UTF-8: byte {error.start} ({error.reason})") from None
+    if json_depth(text) > MAX_JSON_DEPTH:
+        raise ApiError(400, f"malformed JSON: nested deeper than {MAX_JSON_DEPTH} levels") from None
 
     def no_constant(name: str) -> None:
         raise ValueError(f"{name} is not JSON")

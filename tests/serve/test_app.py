@@ -21,6 +21,7 @@ import pytest
 import torch
 
 from aiayn.serve import load_models
+from aiayn.serve.requests import ApiError, parse_json
 from aiayn.serve.settings import ServeSettings
 from aiayn.serve.worker import Job, ModelWorker
 from tests.serve.conftest import server_sent_events, serving
@@ -114,18 +115,31 @@ def test_models_loaded_with_the_decoder_step_compiled_serve_the_same_translation
     compiled = load_models(runs, compile=True)
     assert compiled["mt"].compiled is not None and compiled["lm"].compiled is None
     texts = ["der hund läuft", "katze", "rot blau haus im garten"]
-    limit = sys.getrecursionlimit()  # dynamo raises it while compiling; JSON's depth test reads it
+    with (
+        serving(compiled, SETTINGS) as server,
+        httpx.Client(base_url=server.url, timeout=300) as client,
+    ):
+        for beam in (1, 2):
+            body = {"model": "mt", "texts": texts, "beam": beam}
+            reply = client.post("/v1/translate", json=body).json()
+            assert reply["translations"] == models["mt"].translate(texts, beam=beam)
+        # dynamo raised the interpreter's recursion limit while compiling: the depth bound holds
+        deep = post(client, "/v1/translate", b"[" * 1500 + b"]" * 1500)
+        assert deep.status_code == 400 and "nested deeper than" in deep.json()["error"]
+
+
+def test_json_nesting_is_bounded_whatever_the_recursion_limit():
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(100_000)  # as torch.compile leaves it
     try:
-        with (
-            serving(compiled, SETTINGS) as server,
-            httpx.Client(base_url=server.url, timeout=300) as client,
-        ):
-            for beam in (1, 2):
-                body = {"model": "mt", "texts": texts, "beam": beam}
-                reply = client.post("/v1/translate", json=body).json()
-                assert reply["translations"] == models["mt"].translate(texts, beam=beam)
+        with pytest.raises(ApiError, match="nested deeper than 64 levels") as refused:
+            parse_json(b"[" * 1500 + b"]" * 1500)
+        assert refused.value.status == 400
     finally:
         sys.setrecursionlimit(limit)
+    assert parse_json(b"[" * 64 + b"]" * 64) is not None  # at the bound: parsed
+    text = '[{"x": "' + "[" * 100 + '\\" {' + '"}]'  # brackets and an escaped quote in a string
+    assert parse_json(text.encode()) == [{"x": "[" * 100 + '" {'}]
 
 
 def test_an_input_longer_than_the_positions_is_cut_and_says_so(client, models):

@@ -46,9 +46,9 @@ class CompiledStep:
         model: An encoder-decoder or a decoder-only model in eval mode, fp32 or bf16 weights.
         capacity: Positions each static cache holds (prefix and output), at most the model's
             `max_len`; default 128 or `max_len` if smaller. Every step attends over the whole
-            buffer, so a smaller one runs faster (Multi30k size, batch 1: 64 positions 23.5 ms a
-            sentence of 20 tokens, 128 26.5, 256 30); a search whose rows could outgrow it
-            runs on the eager cache instead.
+            buffer (masked), yet at the Multi30k size, batch 1, a 24-position cache measured
+            no faster than a 128-position one (2026-12-06, within run-to-run noise). A search
+            whose rows could outgrow it runs on the eager cache instead.
         autotune: On a CPU, let inductor time its C++ GEMM kernels against ATen's for each
             linear map (slower to compile, faster to run).
     """

@@ -18,6 +18,7 @@ from aiayn.machine import (
     cuda_native_bf16,
     describe_machine,
     fit_threads_to_cores,
+    keep_freed_memory,
     parse_cpuinfo,
     resolve_precision,
     usable_cores,
@@ -155,3 +156,37 @@ def test_threads_are_capped_at_the_usable_cores_unless_omp_num_threads_is_set(mo
         assert fit_threads_to_cores() == usable_cores() + 3
     finally:
         torch.set_num_threads(before)
+
+
+def minor_faults() -> int:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
+@pytest.mark.skipif(
+    platform.system() != "Linux" or platform.libc_ver()[0] != "glibc", reason="glibc's malloc"
+)
+def test_freed_memory_is_reused_without_page_faults(monkeypatch):
+    for key in [k for k in os.environ if k.startswith("MALLOC_")] + [
+        "GLIBC_TUNABLES",
+        "LD_PRELOAD",
+    ]:
+        monkeypatch.delenv(key, raising=False)
+    assert keep_freed_memory().startswith("glibc malloc keeps freed memory")
+    size = 96 * 2**20 // 4  # 96 MiB of fp32: above glibc's largest mmap threshold (32 MiB)
+    for _ in range(4):
+        torch.ones(size).sum()  # the heap grows (a few times: alignment, other blocks) ...
+    before = minor_faults()
+    for _ in range(8):
+        torch.ones(size).sum()  # ... and then the same blocks are mostly filled again
+    pages = 8 * size * 4 // os.sysconf("SC_PAGE_SIZE")
+    assert minor_faults() - before < pages // 3  # glibc's default: every page faults, each time
+
+
+def test_own_malloc_settings_are_left_alone(monkeypatch):
+    monkeypatch.setenv("MALLOC_ARENA_MAX", "2")
+    assert keep_freed_memory() == "glibc malloc left as the environment sets it"
+    monkeypatch.delenv("MALLOC_ARENA_MAX")
+    monkeypatch.setenv("LD_PRELOAD", "/usr/lib/libjemalloc.so.2")
+    assert keep_freed_memory().startswith("malloc left as preloaded")

@@ -32,7 +32,12 @@ from aiayn.config import (
 )
 from aiayn.data.batching import Batch, TokenBatchSampler
 from aiayn.evaluate.metrics import perplexity
-from aiayn.machine import bf16_slowdown, describe_machine, resolve_precision
+from aiayn.machine import (
+    bf16_slowdown,
+    describe_machine,
+    keep_freed_memory,
+    resolve_precision,
+)
 from aiayn.model.config import ModelConfig
 from aiayn.model.transformer import build_model
 from aiayn.train.checkpoint import (
@@ -212,6 +217,7 @@ class Trainer:
         if ctx.is_main:
             prepare_run_dir(run_dir, resume=resume)
         self.machine = describe_machine(ctx.device)
+        self.allocator = keep_freed_memory()  # before the first large tensor
         self.precision, self.precision_reason = resolve_precision(
             config.train.precision, self.machine
         )
@@ -675,7 +681,7 @@ class Trainer:
             self._print(note)
         n_params = sum(p.numel() for p in self.model.parameters())
         cfg, ctx = self.config, self.ctx
-        self._print(f"machine: {self.machine.summary()}")
+        self._print(f"machine: {self.machine.summary()}; {self.allocator}")
         self._print(
             f"{cfg.model.kind} with {n_params:,} parameters on {ctx.device} x{ctx.world_size}, "
             f"precision {self.precision} ({self.precision_reason}); {len(self.data.train)} "
@@ -693,7 +699,12 @@ class Trainer:
         # description stays out of TensorBoard's curves
         self.log.append(
             "machine",
-            {"at_step": self.state.step, **self.machine.to_dict(), "precision": self.precision},
+            {
+                "at_step": self.state.step,
+                **self.machine.to_dict(),
+                "precision": self.precision,
+                "allocator": self.allocator,
+            },
         )
         if self.precision == "bf16" and not self.machine.native_bf16 and ctx.is_main:
             self._warn_slow_bf16()

@@ -78,3 +78,48 @@ def test_batch_loss_serves_both_model_kinds():
     logits = lm(windows.tgt_in)
     expected = F.cross_entropy(logits.flatten(0, 1), windows.tgt_out.flatten(), reduction="sum")
     torch.testing.assert_close(out.loss, expected)
+
+
+def autograd_reference(logits, target, epsilon):
+    """The loss the closed-form gradient must differentiate: autograd through log-softmax."""
+    log_probs = logits.log_softmax(dim=-1)
+    keep = target != PAD
+    nll = -log_probs.gather(-1, target.unsqueeze(-1)).squeeze(-1)
+    loss = (1 - epsilon) * nll - epsilon * log_probs.mean(dim=-1)
+    return (loss * keep).sum(), (nll * keep).sum()
+
+
+@pytest.mark.parametrize("epsilon", [0.0, 0.1, 0.3])
+@pytest.mark.parametrize("weights", [(1.0, 0.0), (0.0, 1.0), (0.7, -2.0)])
+def test_closed_form_gradient_equals_autograds(epsilon, weights):
+    logits, target = logits_and_target(seed=1)
+    logits = (logits * 3).double()  # float64: the two ways agree to rounding
+    mine = logits.clone().requires_grad_()
+    out = label_smoothed_cross_entropy(mine, target, epsilon=epsilon, ignore_index=PAD)
+    (weights[0] * out.loss + weights[1] * out.nll).backward()
+    theirs = logits.clone().requires_grad_()
+    loss, nll = autograd_reference(theirs, target, epsilon)
+    (weights[0] * loss + weights[1] * nll).backward()
+    torch.testing.assert_close(mine.grad, theirs.grad, rtol=1e-10, atol=1e-12)
+    assert mine.grad[target == PAD].abs().max() == 0  # padding gets no gradient
+    torch.testing.assert_close(out.loss, loss)
+    torch.testing.assert_close(out.nll, nll)
+
+
+def test_gradient_reaches_bf16_logits_in_their_dtype():
+    logits, target = logits_and_target(seed=2)
+    low = logits.to(torch.bfloat16).requires_grad_()
+    label_smoothed_cross_entropy(low, target, epsilon=0.1, ignore_index=PAD).loss.backward()
+    reference = logits.to(torch.bfloat16).float().requires_grad_()
+    autograd_reference(reference, target, 0.1)[0].backward()
+    assert low.grad.dtype == torch.bfloat16
+    torch.testing.assert_close(low.grad, reference.grad.to(torch.bfloat16))
+
+
+def test_the_graph_refuses_a_second_backward():
+    logits, target = logits_and_target()
+    logits.requires_grad_()
+    out = label_smoothed_cross_entropy(logits, target, epsilon=0.1, ignore_index=PAD)
+    out.loss.backward(retain_graph=True)
+    with pytest.raises(RuntimeError, match="backward only once"):
+        out.loss.backward()

@@ -1,5 +1,9 @@
 """Training throughput of one engine: target tokens/s, peak memory and MFU of full training
 steps (forward, label-smoothed loss, backward, Adam) on random batches with Multi30k-like lengths.
+Each engine trains with its library's loss: aiayn's `label_smoothed_cross_entropy` (gradient in
+closed form), `F.cross_entropy(label_smoothing=0.1)` for the others (nn.Transformer's tutorial,
+HF Marian); every engine with glibc's default malloc (`aiayn train` keeps freed memory: see
+`benchmarks.training_levers`).
 
 One engine per process (`python -m benchmarks.training --engine aiayn --size multi30k
 --dtype bf16 [--device cuda]`), printing JSON; `benchmarks.run` starts one process per engine and
@@ -17,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from aiayn.train.loss import label_smoothed_cross_entropy
 from benchmarks.engines import BOS, BUILDERS, EOS, PAD, SIZES, Size
 from benchmarks.harness import peak_rss_mb
 
@@ -69,6 +74,9 @@ def run(
     def forward_loss(src: Tensor, tgt_in: Tensor, tgt_out: Tensor) -> Tensor:
         with autocast:
             logits = model(src, tgt_in)
+        if engine == "aiayn":  # the loss `aiayn train` uses: its gradient in closed form
+            out = label_smoothed_cross_entropy(logits, tgt_out, epsilon=0.1, ignore_index=PAD)
+            return out.loss / out.n_tokens
         return F.cross_entropy(
             logits.float().flatten(0, 1), tgt_out.flatten(), ignore_index=PAD,
             label_smoothing=0.1,

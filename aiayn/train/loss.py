@@ -76,15 +76,13 @@ class SmoothedCrossEntropy(torch.autograd.Function):
         return (1.0 - epsilon) * nll + epsilon * smooth, nll
 
     @staticmethod
-    def backward(ctx, grad_loss: Tensor | None, grad_nll: Tensor | None):
+    def backward(ctx, grad_loss: Tensor, grad_nll: Tensor):
+        # (...) each; an output left out of the loss comes as zeros (autograd's default)
         if ctx.used:
             raise RuntimeError("SmoothedCrossEntropy's graph can be run backward only once")
         ctx.used = True
         log_probs, target = ctx.saved_tensors
         epsilon, vocab = ctx.epsilon, log_probs.size(-1)
-        zeros = log_probs.new_zeros(target.shape)
-        grad_loss = zeros if grad_loss is None else grad_loss  # (...)
-        grad_nll = zeros if grad_nll is None else grad_nll
         # sum over both outputs of grad * (softmax - target distribution), row by row
         grad = log_probs.exp_().mul_((grad_loss + grad_nll).unsqueeze(-1))  # (..., vocab)
         if epsilon:

@@ -3,7 +3,8 @@ steps (forward, label-smoothed loss, backward, Adam) on random batches with Mult
 Each engine trains with its library's loss: aiayn's `label_smoothed_cross_entropy` (gradient in
 closed form), `F.cross_entropy(label_smoothing=0.1)` for the others (nn.Transformer's tutorial,
 HF Marian); every engine with glibc's default malloc (`aiayn train` keeps freed memory: see
-`benchmarks.training_levers`).
+`benchmarks.training_levers`), unless the environment says otherwise: `MALLOC_MMAP_MAX_=0
+MALLOC_TRIM_THRESHOLD_=2147483647` gives every engine what `aiayn train` sets for itself.
 
 One engine per process (`python -m benchmarks.training --engine aiayn --size multi30k
 --dtype bf16 [--device cuda]`), printing JSON; `benchmarks.run` starts one process per engine and

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from benchmarks.precision import precision_rows, table
-from benchmarks.profile_decoding import profile_rows
+from benchmarks.profile_decoding import profile_race_rows, profile_rows
 from tests.tiny_runs import tiny_run
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -35,3 +35,12 @@ def test_the_profile_of_int8_decoding_shows_quantized_linear_maps(tmp_path):
     assert speed > 0 and wall > 0 and all(0 <= share <= 1 for _, share, _ in rows)
     names = {name for name, _, _ in rows}
     assert "quantized::linear_dynamic" in names and "aten::linear" not in names
+
+
+def test_the_race_profile_decodes_the_forced_length_on_random_weights():
+    speed, wall, rows = profile_race_rows("multi30k", precision="int8", beam=2, sentences=4,
+                                          out_len=5)  # fmt: skip
+    assert speed > 0 and wall > 0 and all(0 <= share <= 1 for _, share, _ in rows)
+    calls = {name: count for name, _, count in rows}
+    assert "quantized::linear_dynamic" in calls
+    assert calls["aten::topk"] == 2 * 5  # two top-k a step (candidates, survivors), 5 steps

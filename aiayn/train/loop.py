@@ -320,7 +320,8 @@ class Trainer:
                 update = self.train_step([next(stream) for _ in range(self.accumulate)])
                 self._record(update, time.perf_counter() - start, bar)
                 step_due = update.finite and tc.eval_every and self.state.step % tc.eval_every == 0
-                if step_due or (tc.eval_each_epoch and self.sampler.epoch != epoch):
+                epoch_due = tc.eval_each_epoch and self.sampler.epoch != epoch
+                if step_due or epoch_due or self._finished():  # the last update is validated
                     validation = self.validate_and_save()
                 elif update.finite and tc.save_every and self.state.step % tc.save_every == 0:
                     self.save()

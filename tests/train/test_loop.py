@@ -5,6 +5,7 @@ non-finite updates and stops after too many."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import random
 import re
@@ -55,6 +56,25 @@ def test_translation_run_learns_and_fills_the_run_dir(make_config, tmp_path):
     assert saved.model.vocab_size == Tokenizer.load(tmp_path / "tokenizer.model").vocab_size
     assert saved.model == model.config and not model.training
     assert load_config(tmp_path / "config.yaml") == saved
+
+def test_the_last_update_is_validated_even_when_save_every_already_saved_it(
+    make_config, tmp_path
+):
+    """A `save_every` that divides `max_steps` saves the last update before the loop ends; it
+    must still be validated, so that checkpoint-best can be the last update."""
+    config = make_config(
+        train={"max_steps": 12, "save_every": 6, "eval_every": 0, "eval_each_epoch": False,
+               "keep_last": 5, "bleu": False}
+    )  # fmt: skip
+    train(config, run_dir=tmp_path, progress=False)
+    valid = [r for r in read_metrics(tmp_path) if r["kind"] == "valid"]
+    assert [r["step"] for r in valid] == [12]
+    assert [p.name for p in list_checkpoints(tmp_path)] == [
+        "checkpoint-00000006", "checkpoint-00000012"
+    ]  # fmt: skip
+    best = (tmp_path / "checkpoint-best" / "trainer_state.json").read_text()
+    assert json.loads(best)["step"] == 12
+
 
 
 def test_language_model_trains_with_the_same_loop(make_lm_config, tmp_path):

@@ -141,19 +141,21 @@ def test_resume_with_no_checkpoint_that_loads_is_one_error_naming_them(ten_steps
 
 
 @pytest.mark.parametrize(
-    "command",
+    ("command", "reads"),
     [
-        ["translate", "{run}"],
-        ["evaluate", "{run}", "--split", "valid"],
-        ["export", "{run}", "-o", "{tmp}/export"],
-        ["average", "{run}", "--last", "2"],
+        (["translate", "{run}"], "checkpoint-best"),
+        (["evaluate", "{run}", "--split", "valid"], "checkpoint-best"),
+        (["export", "{run}", "-o", "{tmp}/export"], "checkpoint-best"),
+        (["average", "{run}", "--last", "2"], "checkpoint-00000010"),  # the newest of the two
     ],
-    ids=lambda c: c[0],
+    ids=lambda c: c[0] if isinstance(c, list) else "",
 )
-def test_commands_name_a_broken_weights_file_in_one_line(command, ten_steps, tmp_path, capsys):
+def test_commands_name_a_broken_weights_file_in_one_line(
+    command, reads, ten_steps, tmp_path, capsys
+):
     run_dir = tmp_path / "run"
     shutil.copytree(ten_steps[0], run_dir)
-    broken = run_dir / "checkpoint-00000010"  # the newest: what `best` falls back to here
+    broken = run_dir / reads
     truncated(broken / "model.safetensors")
     args = [a.format(run=run_dir, tmp=tmp_path) for a in command]
     with pytest.raises(SystemExit) as exit_info:
@@ -167,8 +169,11 @@ def test_the_api_names_broken_files(ten_steps, tmp_path):
     run_dir = tmp_path / "run"
     shutil.copytree(ten_steps[0], run_dir)
     not_safetensors(run_dir / "checkpoint-00000010" / "model.safetensors")
-    with pytest.raises(CheckpointError, match="checkpoint-00000010/model.safetensors: truncated"):
+    not_safetensors(run_dir / "checkpoint-best" / "model.safetensors")
+    with pytest.raises(CheckpointError, match="checkpoint-best/model.safetensors: truncated"):
         load(run_dir)
+    with pytest.raises(CheckpointError, match="checkpoint-00000010/model.safetensors: truncated"):
+        load(run_dir, "last")
     (run_dir / "tokenizer.model").write_bytes(b"\x00garbage")
     with pytest.raises(ValueError, match="tokenizer.model: not a SentencePiece model"):
         load(run_dir, "checkpoint-00000005")

@@ -19,7 +19,12 @@ from aiayn.api import (
 )
 from aiayn.config import DecodeOptions
 from aiayn.files import atomic_write
-from aiayn.machine import describe_machine, fit_threads_to_cores, resolve_precision
+from aiayn.machine import (
+    describe_machine,
+    fit_threads_to_cores,
+    keep_freed_memory,
+    resolve_precision,
+)
 
 
 def add_demo(sub: argparse._SubParsersAction) -> None:
@@ -372,6 +377,7 @@ def _load(args: argparse.Namespace) -> TextModel:
     `DecodeOptions` field (`--max-len-a` -> `max_len_a`); unset flags keep the run's settings."""
     given = vars(args)
     options = {f.name: given.get(f.name) for f in dataclasses.fields(DecodeOptions)}
+    keep_freed_memory()  # before the first large tensor: a search step's scores over the vocabulary
     model = load(args.run_dir, args.checkpoint, device=args.device, precision=_precision(args))
     if getattr(args, "compile", False):
         model.compile()
@@ -527,6 +533,7 @@ def run_serve(args: argparse.Namespace) -> None:
     settings = ServeSettings(**{f.name: given[f.name] for f in dataclasses.fields(ServeSettings)})
     runs = parse_model_specs(args.models)
     listener = listen(settings.host, settings.port)  # a port in use: say so before loading
+    allocator = keep_freed_memory()
     try:
         models = load_models(
             runs,
@@ -538,7 +545,7 @@ def run_serve(args: argparse.Namespace) -> None:
     except BaseException:
         listener.close()
         raise
-    print(f"aiayn serve: {describe_machine().summary()}", file=sys.stderr)
+    print(f"aiayn serve: {describe_machine().summary()}; {allocator}", file=sys.stderr)
     for name, model in models.items():
         print(f"  model {name}: {model.summary()}", file=sys.stderr)
     print(f"aiayn serve: settings\n{settings.summary()}", file=sys.stderr)

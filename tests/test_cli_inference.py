@@ -43,6 +43,26 @@ def test_translate_stdin_to_stdout_one_line_per_line(mt_run, monkeypatch, capsys
     assert capsys.readouterr().out == ""
 
 
+def test_inference_commands_keep_freed_memory_before_loading(mt_run, monkeypatch, capsys):
+    """Decoding allocates a (rows, vocabulary) tensor per step: glibc must be told to keep
+    freed memory before the model loads (`aiayn.machine.keep_freed_memory`)."""
+    import aiayn.cli
+
+    calls = []
+    monkeypatch.setattr(aiayn.cli, "keep_freed_memory", lambda: calls.append("malloc") or "")
+    real_load = aiayn.cli.load
+
+    def load_after(*args, **kwargs):
+        calls.append("load")
+        return real_load(*args, **kwargs)
+
+    monkeypatch.setattr(aiayn.cli, "load", load_after)
+    monkeypatch.setattr("sys.stdin", stdin(b"katze\n"))
+    main(["translate", str(mt_run)])
+    main(["evaluate", str(mt_run), "--split", "valid"])
+    assert calls == ["malloc", "load"] * 2 and capsys.readouterr().out
+
+
 def test_translate_with_the_decoder_step_compiled_gives_the_same_lines(mt_run, monkeypatch, capsys):
     monkeypatch.setattr("sys.stdin", stdin("".join(line + "\n" for line in LINES).encode()))
     main(["translate", str(mt_run), "--compile", "--beam", "2", "--alpha", "0.6"])

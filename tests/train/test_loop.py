@@ -57,9 +57,8 @@ def test_translation_run_learns_and_fills_the_run_dir(make_config, tmp_path):
     assert saved.model == model.config and not model.training
     assert load_config(tmp_path / "config.yaml") == saved
 
-def test_the_last_update_is_validated_even_when_save_every_already_saved_it(
-    make_config, tmp_path
-):
+
+def test_the_last_update_is_validated_even_when_save_every_already_saved_it(make_config, tmp_path):
     """A `save_every` that divides `max_steps` saves the last update before the loop ends; it
     must still be validated, so that checkpoint-best can be the last update."""
     config = make_config(
@@ -74,7 +73,6 @@ def test_the_last_update_is_validated_even_when_save_every_already_saved_it(
     ]  # fmt: skip
     best = (tmp_path / "checkpoint-best" / "trainer_state.json").read_text()
     assert json.loads(best)["step"] == 12
-
 
 
 def test_language_model_trains_with_the_same_loop(make_lm_config, tmp_path):

@@ -53,7 +53,10 @@ def profile_race_rows(
         src[row, n - 1] = config.eos_id
     options = DecodeOptions(beam=beam, max_len_a=0.0, max_len_b=out_len, min_len=out_len)
     search = greedy_search if beam == 1 else beam_search
-    decode = lambda: search(model, src, options=options)  # noqa: E731
+
+    def decode() -> object:
+        return search(model, src, options=options)
+
     decode()  # warm-up
     return _profile(decode, sentences)
 

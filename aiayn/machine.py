@@ -275,12 +275,11 @@ def keep_freed_memory() -> str:
     much time as computing it: a 131 MB copy took 64 ms, against 8 ms into reused memory, on a
     2-core AVX2 EPYC. Smaller tensors pay too (glibc's thresholds adapt, and it gives the top of
     the heap back): with a beam search's scores over the vocabulary (beam 4 x 32 sentences x
-    37,000 words, 19 MB a step), int8 decoding at paper-base size ran 1.2-1.6x slower. With
+    37,000 words, 19 MB a step), int8 decoding at paper-base size ran 1.1-1.6x slower. With
     `mmap` off and the heap trimmed only past 2 GiB, freed blocks are reused (what jemalloc and
     tcmalloc do, which Intel's PyTorch CPU guide preloads); the price is a resident size that
-    stays at the process's high-water mark. `aiayn train`, the
-    inference commands and `aiayn serve` call it at start; the library (`aiayn.load`) leaves
-    the caller's process alone. Left alone where the process was started with its own malloc
+    stays at the process's high-water mark. `aiayn train`, the inference commands and `aiayn
+    serve` call it at start; the library (`aiayn.load`) leaves the caller's process alone. Left alone where the process was started with its own malloc
     settings (`MALLOC_*`, `GLIBC_TUNABLES`) or a preloaded allocator, and off glibc. Returns
     what was done, in words, for the run's header.
     """

@@ -15,13 +15,14 @@ import argparse
 import time
 from collections.abc import Callable
 
-import torch
 from torch.profiler import ProfilerActivity, profile
 
 import aiayn
 from aiayn.generate.options import DecodeOptions
 from aiayn.generate.search import beam_search, greedy_search
 from aiayn.model.precision import INFERENCE_PRECISIONS, to_inference_precision
+from benchmarks.decode_engines import padded
+from benchmarks.decode_race import RaceSettings, multi30k_like_sources
 from benchmarks.decoding import test_set
 from benchmarks.engines import SIZES
 from benchmarks.race_weights import random_model
@@ -42,16 +43,13 @@ def profile_rows(
 def profile_race_rows(
     size: str, *, precision: str, beam: int, sentences: int, out_len: int = 20, seed: int = 0
 ) -> Rows:
-    """`profile_rows` for one batch of `sentences` random sources (3-30 tokens, EOS-ended) on
+    """`profile_rows` for one batch of the race's random sources (`multi30k_like_sources`) on
     random weights of `size`, every output forced to `out_len` tokens as in the race."""
     model = to_inference_precision(random_model(SIZES[size], seed), precision)
-    config, generator = model.config, torch.Generator().manual_seed(seed)
-    lengths = torch.randint(3, 31, (sentences,), generator=generator).tolist()
-    src = torch.full((sentences, max(lengths)), config.pad_id)
-    for row, n in enumerate(lengths):
-        src[row, : n - 1] = torch.randint(4, config.vocab_size, (n - 1,), generator=generator)
-        src[row, n - 1] = config.eos_id
-    options = DecodeOptions(beam=beam, max_len_a=0.0, max_len_b=out_len, min_len=out_len)
+    src = padded(multi30k_like_sources(sentences, model.config, seed=seed), model.config.pad_id)
+    options = DecodeOptions(
+        beam=beam, alpha=RaceSettings.alpha, max_len_a=0.0, max_len_b=out_len, min_len=out_len
+    )
     search = greedy_search if beam == 1 else beam_search
 
     def decode() -> object:

@@ -148,7 +148,7 @@ def test_resume_with_no_checkpoint_that_loads_is_one_error_naming_them(ten_steps
         (["export", "{run}", "-o", "{tmp}/export"], "checkpoint-best"),
         (["average", "{run}", "--last", "2"], "checkpoint-00000010"),  # the newest of the two
     ],
-    ids=lambda c: c[0] if isinstance(c, list) else "",
+    ids=["translate", "evaluate", "export", "average"],
 )
 def test_commands_name_a_broken_weights_file_in_one_line(
     command, reads, ten_steps, tmp_path, capsys

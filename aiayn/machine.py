@@ -279,9 +279,10 @@ def keep_freed_memory() -> str:
     `mmap` off and the heap trimmed only past 2 GiB, freed blocks are reused (what jemalloc and
     tcmalloc do, which Intel's PyTorch CPU guide preloads); the price is a resident size that
     stays at the process's high-water mark. `aiayn train`, the inference commands and `aiayn
-    serve` call it at start; the library (`aiayn.load`) leaves the caller's process alone. Left alone where the process was started with its own malloc
-    settings (`MALLOC_*`, `GLIBC_TUNABLES`) or a preloaded allocator, and off glibc. Returns
-    what was done, in words, for the run's header.
+    serve` call it at start; the library (`aiayn.load`) leaves the caller's process alone.
+    Left alone where the process was started with its own malloc settings (`MALLOC_*`,
+    `GLIBC_TUNABLES`) or a preloaded allocator, and off glibc. Returns what was done, in words,
+    for the run's header.
     """
     preloaded = os.environ.get("LD_PRELOAD", "")
     if any(name in preloaded for name in ("jemalloc", "tcmalloc", "mimalloc")):

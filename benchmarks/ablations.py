@@ -14,6 +14,11 @@ for each row whose test BLEU is within twice the base's seed spread of the base 
 then the decoding grid on the base (`--decoding-only`: the grid alone, on the trained base-s0).
 `--render-only` rewrites the page's tables and the curves plot from the results file.
 
+The page's tables hold runs in bf16 (`TABLE_PRECISION`: a CPU with native bf16). On a machine
+where `precision: auto` resolves to fp32 (no native bf16), runs go to `<row>-s<seed>-fp32`, are
+weighed by the spread rule against the fp32 base only, and fill the replicates table: each one
+against the base at the same seed and precision.
+
 The page keeps its prose: only the text between `<!-- table:GROUP -->` and `<!-- /table -->`
 markers is replaced.
 """
@@ -105,8 +110,31 @@ GROUPS = {
 }
 
 
-def row_key(name: str, seed: int) -> str:
-    return f"{name}-s{seed}"
+TABLE_PRECISION = "bf16"
+"""The precision of the page's main tables (trained on a CPU with native bf16). A run in another
+precision (`auto` gives fp32 on a CPU without native bf16) is keyed and stored apart, and the
+page compares it only with the base run at the same seed and precision (`replicate_table`)."""
+
+
+def row_key(name: str, seed: int, precision: str = TABLE_PRECISION) -> str:
+    """`A-heads-1-s0`; `A-heads-1-s1-fp32` for a run in a precision other than the table's."""
+    return f"{name}-s{seed}" + ("" if precision == TABLE_PRECISION else f"-{precision}")
+
+
+def precision_here(config) -> str:
+    """What `train.precision` resolves to on this machine (`auto`: bf16 or fp32), as the trainer
+    resolves it: which runs this machine adds to."""
+    from aiayn.machine import describe_machine, resolve_precision
+    from aiayn.train.distributed import resolve_device
+
+    machine = describe_machine(resolve_device(config.train.device))
+    return resolve_precision(config.train.precision, machine)[0]
+
+
+def runs_of(results: dict, name: str, precision: str = TABLE_PRECISION) -> list[dict]:
+    """The finished runs of one row in one precision, in seed order."""
+    runs = [r for r in results["rows"].values() if r["row"] == name]
+    return sorted((r for r in runs if r["precision"] == precision), key=lambda r: r["seed"])
 
 
 def read_results(path: Path) -> dict:
@@ -142,7 +170,8 @@ def train_row(
 
     overrides = [*budget, *row.overrides, f"train.seed={seed}", *extra]
     config = load_config(base_config, overrides)
-    run_dir = runs_dir / row_key(row.name, seed)
+    precision = precision_here(config)
+    run_dir = runs_dir / row_key(row.name, seed, precision)
     result = train(config, run_dir=run_dir, resume=True, progress=False)
     if result.stopped_by:  # saved; a score of a row cut short would be wrong
         raise SystemExit(f"{run_dir} stopped by {result.stopped_by}; run again to resume")
@@ -155,10 +184,13 @@ def train_row(
     valid = [r for r in metrics if r["kind"] == "valid"]
     trains = [r for r in metrics if r["kind"] == "train"]
     last_train = trains[-1]
+    machine = [r for r in metrics if r["kind"] == "machine"]
     return {
         "row": row.name,
         "group": row.group,
         "seed": seed,
+        "precision": precision,
+        "machine": machine[-1]["summary"],  # the last: where it finished, if it was resumed
         "overrides": overrides,
         "parameters": model.parameters,
         "val_ppl": valid[-1]["ppl"],
@@ -194,25 +226,31 @@ def decoding_grid(run_dir: Path, grid: Iterable[tuple[int, float]] = DECODING_GR
     return rows
 
 
-def seed_spread(results: dict) -> float | None:
-    """The base row's test BLEU spread over its seeds (max - min); None with fewer than two."""
-    base = [r["test_bleu"] for r in results["rows"].values() if r["row"] == "base"]
+def seed_spread(results: dict, precision: str = TABLE_PRECISION) -> float | None:
+    """The base row's test BLEU spread over its seeds (max - min) in one precision; None with
+    fewer than two."""
+    base = [r["test_bleu"] for r in runs_of(results, "base", precision)]
     return max(base) - min(base) if len(base) >= 2 else None
 
 
-def needs_seed(results: dict, name: str) -> bool:
+def needs_seed(results: dict, name: str, precision: str = TABLE_PRECISION) -> bool:
     """A row is run at a second seed when its test BLEU differs from the base's mean by less
-    than twice the base's seed spread (the issue's rule), and it has only one seed."""
-    spread = seed_spread(results)
-    runs = [r for r in results["rows"].values() if r["row"] == name]
+    than twice the base's seed spread (the issue's rule), and it has only one seed; runs of one
+    precision are weighed against the base in that precision only."""
+    spread = seed_spread(results, precision)
+    runs = runs_of(results, name, precision)
     if spread is None or len(runs) != 1 or name == "base":
         return False
-    base = [r["test_bleu"] for r in results["rows"].values() if r["row"] == "base"]
-    return abs(runs[0]["test_bleu"] - sum(base) / len(base)) < 2 * spread
+    return abs(runs[0]["test_bleu"] - mean_test(runs_of(results, "base", precision))) < 2 * spread
+
+
+def other_precisions(results: dict) -> list[str]:
+    return sorted({r["precision"] for r in results["rows"].values()} - {TABLE_PRECISION})
 
 
 def table(results: dict, group: str) -> str:
-    """Markdown table of one group (the base row first), seeds averaged, with their count."""
+    """Markdown table of one group (the base row first) in the table's precision, seeds
+    averaged, with their count."""
     names = ["base"] + [row.name for row in ROWS if row.group == group and row.name != "base"]
     lines = [
         "| row | change | parameters | val ppl | val BLEU | test2016 BLEU | tokens/s | seeds |",
@@ -220,7 +258,7 @@ def table(results: dict, group: str) -> str:
     ]
     labels = {row.name: row.label for row in ROWS}
     for name in names:
-        runs = [r for r in results["rows"].values() if r["row"] == name]
+        runs = runs_of(results, name)
         if not runs:
             lines.append(f"| {name} | {labels[name]} | not run yet | | | | | |")
             continue
@@ -232,12 +270,57 @@ def table(results: dict, group: str) -> str:
         if len(runs) > 1:
             test += f" ({min(r['test_bleu'] for r in runs):.2f}-"
             test += f"{max(r['test_bleu'] for r in runs):.2f})"
+        seeds = str(len(runs))
+        if needs_seed(results, name):
+            others = [p for p in other_precisions(results) if replicate_delta(results, name, p)]
+            seeds += (
+                f" (close: {others[0]} replicate below)" if others else " (close: 2nd seed due)"
+            )
         change = labels[name] if name != "base" or group == "base" else "base"
         lines.append(
             f"| {name} | {change} | {runs[0]['parameters'] / 1e6:.2f}M | {mean('val_ppl'):.2f} | "
-            f"{mean('val_bleu'):.2f} | {test} | {mean('tokens_per_second'):,.0f} | "
-            f"{len(runs)}{' (close: 2nd seed due)' if needs_seed(results, name) else ''} |"
+            f"{mean('val_bleu'):.2f} | {test} | {mean('tokens_per_second'):,.0f} | {seeds} |"
         )
+    return "\n".join(lines)
+
+
+def replicate_delta(results: dict, name: str, precision: str) -> list[tuple[int, float]]:
+    """(seed, test BLEU of the row minus the base's at that seed) for each seed where both ran
+    in `precision`: a difference from the base measured apart from the table's precision."""
+    base = {r["seed"]: r["test_bleu"] for r in runs_of(results, "base", precision)}
+    runs = runs_of(results, name, precision)
+    return [(r["seed"], r["test_bleu"] - base[r["seed"]]) for r in runs if r["seed"] in base]
+
+
+def mean_test(runs: list[dict]) -> float:
+    return sum(r["test_bleu"] for r in runs) / len(runs)
+
+
+def replicate_table(results: dict) -> str:
+    """The runs in precisions other than the table's, each row's test BLEU against the base's at
+    the same seed and precision, beside the row's difference from the base in the main table."""
+    lines = [
+        "| row | seed | precision | val BLEU | test2016 BLEU | test vs base, same seed and "
+        "precision | test vs base, main table | tokens/s |",
+        "|---|---:|---|---:|---:|---:|---:|---:|",
+    ]
+    base = runs_of(results, "base")
+    for precision in other_precisions(results):
+        for row in ROWS:
+            deltas = dict(replicate_delta(results, row.name, precision))
+            main = runs_of(results, row.name)
+            in_main = f"{mean_test(main) - mean_test(base):+.2f}" if main and base else ""
+            for r in runs_of(results, row.name, precision):
+                if row.name == "base":
+                    delta, in_main = "(the anchor)", ""
+                else:
+                    delta = f"{deltas[r['seed']]:+.2f}" if r["seed"] in deltas else "base not run"
+                lines.append(
+                    f"| {row.name} | {r['seed']} | {precision} | {r['val_bleu']:.2f} | "
+                    f"{r['test_bleu']:.2f} | {delta} | {in_main} | {r['tokens_per_second']:,.0f} |"
+                )
+    if len(lines) == 2:
+        lines.append("| none run yet | | | | | | | |")
     return "\n".join(lines)
 
 
@@ -258,12 +341,18 @@ MARKER = re.compile(r"(<!-- table:(\w+) -->\n).*?(<!-- /table -->)", re.DOTALL)
 
 
 def render(page: Path, results: dict) -> str:
-    """The page with every `<!-- table:GROUP -->` block (GROUP in GROUPS, or `decoding`)
+    """The page with every `<!-- table:GROUP -->` block (GROUP in GROUPS, `decoding` or
+    `replicates`)
     refilled from `results`; the prose around the blocks is kept."""
 
     def fill(match: re.Match) -> str:
         group = match.group(2)
-        body = decoding_table(results) if group == "decoding" else table(results, group)
+        if group == "decoding":
+            body = decoding_table(results)
+        elif group == "replicates":
+            body = replicate_table(results)
+        else:
+            body = table(results, group)
         return f"{match.group(1)}{body}\n{match.group(3)}"
 
     return MARKER.sub(fill, page.read_text())
@@ -279,7 +368,7 @@ def plot_curves(results: dict, out: Path) -> Path:
 
     groups = [g for g in GROUPS if g != "base"]
     fig, axes = plt.subplots(2, (len(groups) + 1) // 2, figsize=(16, 7), sharey=True)
-    runs = {r["row"]: r for r in results["rows"].values() if r["seed"] == 0}
+    runs = {name: r[0] for name in {row.name for row in ROWS} if (r := runs_of(results, name))}
     for ax, group in zip(axes.flat, groups, strict=False):
         for name in ["base"] + [row.name for row in ROWS if row.group == group]:
             if name in runs and runs[name]["curve"]:
@@ -300,9 +389,15 @@ def plot_curves(results: dict, out: Path) -> Path:
     return out
 
 
-def plan(results: dict, names: Sequence[str] | None, seeds: Sequence[int]) -> list[tuple[Row, int]]:
-    """The (row, seed) pairs still to train: the named rows at `seeds`, or the default order
-    (every row at seed 0 with the base at 0 and 1, then the second seeds that are due)."""
+def plan(
+    results: dict,
+    names: Sequence[str] | None,
+    seeds: Sequence[int],
+    precision: str = TABLE_PRECISION,
+) -> list[tuple[Row, int]]:
+    """The (row, seed) pairs still to train in `precision`: the named rows at `seeds`, or the
+    default order (every row at seed 0 with the base at 0 and 1, then the second seeds that are
+    due in that precision)."""
     by_name = {row.name: row for row in ROWS}
     if names:
         unknown = [n for n in names if n not in by_name]
@@ -312,8 +407,9 @@ def plan(results: dict, names: Sequence[str] | None, seeds: Sequence[int]) -> li
     else:
         wanted = [(by_name["base"], 0), (by_name["base"], 1)]
         wanted += [(row, 0) for row in ROWS if row.name != "base"]
-        wanted += [(row, 1) for row in ROWS if needs_seed(results, row.name)]
-    return [(row, s) for row, s in wanted if row_key(row.name, s) not in results["rows"]]
+        wanted += [(row, 1) for row in ROWS if needs_seed(results, row.name, precision)]
+    done = results["rows"]
+    return [(row, s) for row, s in wanted if row_key(row.name, s, precision) not in done]
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -335,10 +431,14 @@ def main(argv: Sequence[str] | None = None) -> None:
         results["decoding"] = decoding_grid(args.runs_dir / row_key("base", 0))
         write_results(args.results, results)
     elif not args.render_only:
-        while todo := plan(results, args.rows, args.seeds):
+        from aiayn.config import load_config
+
+        precision = precision_here(load_config(BASE_CONFIG))
+        while todo := plan(results, args.rows, args.seeds, precision):
             row, seed = todo[0]
-            print(f"== {row_key(row.name, seed)}: {' '.join(row.overrides) or 'base'}", flush=True)
-            results["rows"][row_key(row.name, seed)] = train_row(row, seed, args.runs_dir)
+            key = row_key(row.name, seed, precision)
+            print(f"== {key}: {' '.join(row.overrides) or 'base'}", flush=True)
+            results["rows"][key] = train_row(row, seed, args.runs_dir)
             write_results(args.results, results)
         base = args.runs_dir / row_key("base", 0)
         if not args.rows and not args.no_decoding and not results["decoding"] and base.exists():

@@ -300,9 +300,9 @@ def replicate_table(results: dict) -> str:
     """The runs in precisions other than the table's, each row's test BLEU against the base's at
     the same seed and precision, beside the row's difference from the base in the main table."""
     lines = [
-        "| row | seed | precision | val BLEU | test2016 BLEU | test vs base, same seed and "
-        "precision | test vs base, main table | tokens/s |",
-        "|---|---:|---|---:|---:|---:|---:|---:|",
+        "| row | seed | precision | val ppl | val BLEU | test2016 BLEU | test vs base, same seed "
+        "and precision | test vs base, main table | tokens/s |",
+        "|---|---:|---|---:|---:|---:|---:|---:|---:|",
     ]
     base = runs_of(results, "base")
     for precision in other_precisions(results):
@@ -316,11 +316,12 @@ def replicate_table(results: dict) -> str:
                 else:
                     delta = f"{deltas[r['seed']]:+.2f}" if r["seed"] in deltas else "base not run"
                 lines.append(
-                    f"| {row.name} | {r['seed']} | {precision} | {r['val_bleu']:.2f} | "
+                    f"| {row.name} | {r['seed']} | {precision} | {r['val_ppl']:.2f} | "
+                    f"{r['val_bleu']:.2f} | "
                     f"{r['test_bleu']:.2f} | {delta} | {in_main} | {r['tokens_per_second']:,.0f} |"
                 )
     if len(lines) == 2:
-        lines.append("| none run yet | | | | | | | |")
+        lines.append("| none run yet | | | | | | | | |")
     return "\n".join(lines)
 
 

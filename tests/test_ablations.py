@@ -89,8 +89,8 @@ def test_runs_in_another_precision_are_planned_and_weighed_apart_from_the_tables
     tables = ablations.table(results, "A") + "\n" + ablations.replicate_table(results)
     assert "| 30.50 (30.00-31.00) | 1,000 | 2 |" in tables  # the base: its two bf16 seeds only
     assert "| 29.00 | 1,000 | 1 (close: fp32 replicate below) |" in tables
-    assert "| base | 1 | fp32 | 34.00 | 33.00 | (the anchor) |  | 1,000 |" in tables
-    assert "| A-heads-1 | 1 | fp32 | 32.50 | 31.50 | -1.50 | -1.50 | 1,000 |" in tables
+    assert "| base | 1 | fp32 | 5.00 | 34.00 | 33.00 | (the anchor) |  | 1,000 |" in tables
+    assert "| A-heads-1 | 1 | fp32 | 5.00 | 32.50 | 31.50 | -1.50 | -1.50 | 1,000 |" in tables
 
 
 def test_precision_here_is_what_the_trainer_resolves_on_this_machine():

@@ -226,6 +226,11 @@ def decoding_grid(run_dir: Path, grid: Iterable[tuple[int, float]] = DECODING_GR
     return rows
 
 
+def mean(runs: list[dict], key: str = "test_bleu") -> float:
+    """One field averaged over a row's runs (its seeds)."""
+    return sum(r[key] for r in runs) / len(runs)
+
+
 def seed_spread(results: dict, precision: str = TABLE_PRECISION) -> float | None:
     """The base row's test BLEU spread over its seeds (max - min) in one precision; None with
     fewer than two."""
@@ -241,7 +246,7 @@ def needs_seed(results: dict, name: str, precision: str = TABLE_PRECISION) -> bo
     runs = runs_of(results, name, precision)
     if spread is None or len(runs) != 1 or name == "base":
         return False
-    return abs(runs[0]["test_bleu"] - mean_test(runs_of(results, "base", precision))) < 2 * spread
+    return abs(runs[0]["test_bleu"] - mean(runs_of(results, "base", precision))) < 2 * spread
 
 
 def other_precisions(results: dict) -> list[str]:
@@ -262,11 +267,7 @@ def table(results: dict, group: str) -> str:
         if not runs:
             lines.append(f"| {name} | {labels[name]} | not run yet | | | | | |")
             continue
-
-        def mean(key: str, runs: list[dict] = runs) -> float:
-            return sum(r[key] for r in runs) / len(runs)
-
-        test = f"{mean('test_bleu'):.2f}"
+        test = f"{mean(runs):.2f}"
         if len(runs) > 1:
             test += f" ({min(r['test_bleu'] for r in runs):.2f}-"
             test += f"{max(r['test_bleu'] for r in runs):.2f})"
@@ -277,9 +278,10 @@ def table(results: dict, group: str) -> str:
                 f" (close: {others[0]} replicate below)" if others else " (close: 2nd seed due)"
             )
         change = labels[name] if name != "base" or group == "base" else "base"
+        ppl, val, speed = (mean(runs, key) for key in ("val_ppl", "val_bleu", "tokens_per_second"))
         lines.append(
-            f"| {name} | {change} | {runs[0]['parameters'] / 1e6:.2f}M | {mean('val_ppl'):.2f} | "
-            f"{mean('val_bleu'):.2f} | {test} | {mean('tokens_per_second'):,.0f} | {seeds} |"
+            f"| {name} | {change} | {runs[0]['parameters'] / 1e6:.2f}M | {ppl:.2f} | {val:.2f} | "
+            f"{test} | {speed:,.0f} | {seeds} |"
         )
     return "\n".join(lines)
 
@@ -290,10 +292,6 @@ def replicate_delta(results: dict, name: str, precision: str) -> list[tuple[int,
     base = {r["seed"]: r["test_bleu"] for r in runs_of(results, "base", precision)}
     runs = runs_of(results, name, precision)
     return [(r["seed"], r["test_bleu"] - base[r["seed"]]) for r in runs if r["seed"] in base]
-
-
-def mean_test(runs: list[dict]) -> float:
-    return sum(r["test_bleu"] for r in runs) / len(runs)
 
 
 def replicate_table(results: dict) -> str:
@@ -309,9 +307,9 @@ def replicate_table(results: dict) -> str:
         for row in ROWS:
             deltas = dict(replicate_delta(results, row.name, precision))
             main = runs_of(results, row.name)
-            in_main = f"{mean_test(main) - mean_test(base):+.2f}" if main and base else ""
+            in_main = f"{mean(main) - mean(base):+.2f}" if main and base else ""
             for r in runs_of(results, row.name, precision):
-                if row.name == "base":
+                if row.name == "base":  # the anchor of the others; its own difference is 0
                     delta, in_main = "(the anchor)", ""
                 else:
                     delta = f"{deltas[r['seed']]:+.2f}" if r["seed"] in deltas else "base not run"
